@@ -1,0 +1,83 @@
+"""jh_otel: OpenTelemetry for JupyterHub, with every ``jupyterhub_*`` metric exactly once.
+
+Usage
+-----
+Install next to JupyterHub and run the hub under the OpenTelemetry wrapper::
+
+    pip install jh-otel
+    OTEL_SERVICE_NAME=jupyterhub OTEL_METRICS_EXPORTER=prometheus,otlp OTEL_TRACES_EXPORTER=otlp \\
+        opentelemetry-instrument jupyterhub -f jupyterhub_config.py
+
+or, without the wrapper, add one line to ``jupyterhub_config.py`` (it reads the same ``OTEL_*`` variables)::
+
+    import jh_otel; jh_otel.configure()
+
+Either way the hub gets the metric catalogue (``jh-otel`` README, or :mod:`jh_otel.catalogue`): JupyterHub's own
+metrics and the seed spec's, on ``/hub/metrics`` (still behind the ``read:metrics`` scope), on the OpenTelemetry
+Prometheus exporter port when ``prometheus`` is among ``OTEL_METRICS_EXPORTER`` (``OTEL_EXPORTER_PROMETHEUS_HOST``,
+default ``localhost``, and ``..._PORT``, default 9464), and over OTLP when ``otlp`` is.
+
+Configuration
+-------------
+======================================================  ==========  =================================================
+Variable                                                Default     Meaning
+======================================================  ==========  =================================================
+``OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL``             ``15``      Seconds between hub-state snapshots (users,
+                                                                    servers, memory, CPU gauges); 0.5 to 3600.
+``OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT``             ``1.5``     Seconds the hub's shutdown may spend flushing
+                                                                    telemetry; 0 to 30.
+``OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION``    ``off``     ``off``: spawned servers do not inherit
+                                                                    ``opentelemetry-instrument``; ``inherit``: they
+                                                                    do, with the hub's ``OTEL_*`` settings and
+                                                                    ``service.name=jupyterhub-singleuser``.
+``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
+``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
+``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.
+======================================================  ==========  =================================================
+
+A bad value is reported in one line naming the variable and the accepted values; that setting keeps its default
+and the hub starts anyway.
+
+API
+---
+- :class:`JupyterHubInstrumentor` -- ``instrument(meter_provider=..., settings=..., registry=...)``.
+- :func:`configure` -- the one-line setup.
+- :func:`parse_settings`, :class:`Settings`, :func:`build_catalogue`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .catalogue import build_catalogue
+from .instrumentor import JupyterHubInstrumentor
+from .settings import Settings, parse_settings
+from .version import __version__
+
+__all__ = [
+    "JupyterHubInstrumentor",
+    "Settings",
+    "__version__",
+    "build_catalogue",
+    "configure",
+    "parse_settings",
+]
+
+
+def configure(*, sdk: bool = True, **kwargs: Any) -> None:
+    """Set OpenTelemetry up from ``jupyterhub_config.py``, as ``opentelemetry-instrument`` would.
+
+    Runs the distro and configurator (providers and exporters from the ``OTEL_*`` variables) and every installed
+    instrumentor, jh_otel's included. Does nothing when the hub already runs under ``opentelemetry-instrument``.
+    With ``sdk=False`` only jh_otel is instrumented, with the given keyword arguments (see
+    :meth:`JupyterHubInstrumentor.instrument`).
+    """
+    instrumentor = JupyterHubInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        return
+    if sdk:
+        from opentelemetry.instrumentation.auto_instrumentation import initialize
+
+        initialize()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(**kwargs)

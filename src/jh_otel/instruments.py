@@ -1,0 +1,146 @@
+"""The only place that creates instruments: each catalogue family becomes a Prometheus family and an OTel one.
+
+Recording is done once per event into both: a ``prometheus_client`` metric, held outside any registry and exposed
+by :class:`CatalogueCollector` (so the Prometheus text is byte-for-byte what JupyterHub's own metrics look like:
+``le="1.0"``, no ``otel_scope_*`` labels), and an OpenTelemetry instrument for OTLP. Gauges are observable on both
+sides and read the snapshot.
+
+Series are bounded: past ``MAX_SERIES`` label sets a family records into one overflow series whose label values
+are all ``_other``, so no input can grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from .catalogue import Catalogue, Family, Kind
+from .observers import reader
+from .snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+MAX_SERIES = 1000
+OVERFLOW = "_other"
+
+
+class Recorder:
+    """Records one counter or histogram family into Prometheus and OpenTelemetry."""
+
+    def __init__(self, family: Family, prefix: str, meter: Meter) -> None:
+        self.family = family
+        name = f"{prefix}_{family.name}"
+        desc, unit = family.help, family.unit
+        otel_name = family.instrument(prefix)
+        self.prometheus: Counter | Histogram
+        if family.kind is Kind.COUNTER:
+            self.prometheus = Counter(name, desc, family.labels, registry=None)
+            self._otel = meter.create_counter(otel_name, unit=unit, description=desc).add
+            self._method = "inc"
+        else:
+            self.prometheus = Histogram(name, desc, family.labels, registry=None, buckets=family.buckets)
+            self._otel = meter.create_histogram(
+                otel_name, unit=unit, description=desc, explicit_bucket_boundaries_advisory=list(family.buckets)
+            ).record
+            self._method = "observe"
+        self._series: dict[tuple[str, ...], tuple[Callable[[float], None], dict[str, str]]] = {}
+        for labelvalues in family.series or ((),) * (not family.labels):
+            self._add_series(labelvalues, zero=True)
+
+    def _add_series(self, labelvalues: tuple[str, ...], zero: bool = False) -> tuple[Any, dict[str, str]]:
+        if len(self._series) >= MAX_SERIES:
+            labelvalues = (OVERFLOW,) * len(labelvalues)
+            if labelvalues in self._series:
+                return self._series[labelvalues]
+            log.warning("jh_otel: %s has %d series; recording new ones as %s", self.family.name, MAX_SERIES, OVERFLOW)
+        child = self.prometheus.labels(*labelvalues) if labelvalues else self.prometheus
+        attributes = dict(zip(self.family.labels, labelvalues))
+        entry = (getattr(child, self._method), attributes)
+        self._series[labelvalues] = entry
+        if zero and self.family.kind is Kind.COUNTER:
+            self._otel(0, attributes)
+        return entry
+
+    def record(self, value: float, labelvalues: tuple[str, ...] = ()) -> None:
+        """Add ``value`` (counter) or observe it (histogram) in the series of ``labelvalues``."""
+        try:
+            prom, attributes = self._series[labelvalues]
+        except KeyError:
+            prom, attributes = self._add_series(labelvalues)
+        prom(value)
+        self._otel(value, attributes)
+
+
+class Instruments:
+    """Every catalogue family, created once from one meter; gauges observe ``snapshot()``."""
+
+    def __init__(self, catalogue: Catalogue, meter: Meter, snapshot: Callable[[], Snapshot]) -> None:
+        self.catalogue = catalogue
+        self.recorders: dict[str, Recorder] = {}
+        self.gauges: dict[str, Callable[[], list[tuple[tuple[str, ...], float]]]] = {}
+        for family in catalogue:
+            if family.kind is Kind.GAUGE:
+                read = reader(family, snapshot)
+                self.gauges[family.name] = read
+                meter.create_observable_gauge(
+                    family.instrument(catalogue.prefix),
+                    callbacks=[_observe(family, read)],
+                    unit=family.unit,
+                    description=family.help,
+                )
+            else:
+                self.recorders[family.name] = Recorder(family, catalogue.prefix, meter)
+
+    def __getitem__(self, name: str) -> Recorder:
+        return self.recorders[name]
+
+    def collector(self) -> CatalogueCollector:
+        return CatalogueCollector(self)
+
+
+def _observe(family: Family, read: Callable[[], list[tuple[tuple[str, ...], float]]]) -> Callable[..., Any]:
+    def callback(options: CallbackOptions) -> list[Observation]:
+        try:
+            return [Observation(value, dict(zip(family.labels, labels))) for labels, value in read()]
+        except Exception:
+            log.warning("jh_otel: could not observe %s", family.name, exc_info=True)
+            return []
+
+    return callback
+
+
+class CatalogueCollector:
+    """A ``prometheus_client`` collector exposing every catalogue family exactly once."""
+
+    def __init__(self, instruments: Instruments) -> None:
+        self._instruments = instruments
+
+    def _gauge(self, family: Family, read: Callable[[], list[tuple[tuple[str, ...], float]]] | None) -> Metric:
+        metric = GaugeMetricFamily(
+            family.prometheus(self._instruments.catalogue.prefix), family.help, labels=family.labels
+        )
+        for labels, value in read() if read else ():
+            metric.add_metric(list(labels), value)
+        return metric
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._instruments.catalogue:
+            if family.kind is Kind.GAUGE:
+                try:
+                    yield self._gauge(family, self._instruments.gauges[family.name])
+                except Exception:
+                    log.warning("jh_otel: could not read %s", family.name, exc_info=True)
+            else:
+                yield from self._instruments.recorders[family.name].prometheus.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self._instruments.catalogue:
+            if family.kind is Kind.GAUGE:
+                yield self._gauge(family, None)
+            else:
+                yield from self._instruments.recorders[family.name].prometheus.describe()

@@ -1,0 +1,2 @@
+_instruments = ("jupyterhub >= 5, < 7",)
+_supports_metrics = True

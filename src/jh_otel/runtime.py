@@ -1,0 +1,102 @@
+"""Everything jh_otel runs for one JupyterHub application: instruments, snapshot, exposition and hooks.
+
+Created once per :meth:`JupyterHubInstrumentor.instrument`; :meth:`HubTelemetry.attach` binds it to a hub once the
+hub has read its config and built its handlers (so the one-line setup in ``jupyterhub_config.py`` is in time too),
+:meth:`start` runs the snapshot refresher on the hub's IOLoop, :meth:`detach` undoes every hook.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.metrics import Meter
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._guard import guarded
+from .catalogue import build_catalogue
+from .exposition import Exposition
+from .hooks.auth import LoginRecorder
+from .hooks.native import NativeMirror
+from .hooks.requests import RequestRecorder
+from .hooks.routes import Routes
+from .hooks.singleuser import SingleUserEnvironment
+from .hooks.spawn import SpawnRecorder
+from .instruments import Instruments
+from .settings import Settings
+from .snapshot import Snapshot, SnapshotRefresher
+
+log = logging.getLogger(__name__)
+
+
+class HubTelemetry:
+    def __init__(self, settings: Settings, meter: Meter, registry: CollectorRegistry = REGISTRY) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.catalogue = build_catalogue(settings)
+        self.refresher: SnapshotRefresher | None = None
+        self.instruments = Instruments(self.catalogue, meter, self._snapshot)
+        self.app: Any = None
+        self._undo: list[Any] = []
+
+    def _snapshot(self) -> Snapshot:
+        return self.refresher.current if self.refresher is not None else Snapshot()
+
+    def attach(self, app: Any) -> None:
+        """Start serving and recording for ``app`` (the previous app, if any, is detached first)."""
+        self.detach()
+        self.app = app
+        from jupyterhub import metrics
+
+        mirror = NativeMirror(metrics, self.catalogue, self.instruments)
+        mirror.install()
+        self._undo.append(mirror.uninstall)
+        names = [f"{self.catalogue.prefix}_{family.name}" for family in self.catalogue]
+        exposition = Exposition(self.instruments.collector(), names, self.registry)
+        try:
+            exposition.install()
+        except ValueError:
+            log.error("jh_otel: another collector already serves a catalogue name; not exposing the catalogue")
+        self._undo.append(exposition.uninstall)
+
+        requests = RequestRecorder(self.instruments, Routes(app.handlers), app.hub_prefix + "api")
+        self._wrap("jupyterhub.log", "prometheus_log_method", requests.wrapper)
+        self._wrap("jupyterhub.handlers.base", "BaseHandler.login_user", LoginRecorder(self.instruments).wrapper)
+        self._wrap("jupyterhub.user", "User.spawn", SpawnRecorder(self.instruments).wrapper)
+        singleuser = SingleUserEnvironment(self.settings.singleuser_instrumentation)
+        self._wrap("jupyterhub.spawner", "Spawner.get_env", singleuser.wrapper)
+
+        spawner_class = getattr(app, "spawner_class", None)
+        if isinstance(spawner_class, type):
+            self.instruments["spawn_success"].record(0, (spawner_class.__name__,))
+        self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
+        self.refresher.refresh()
+
+    def _wrap(self, module: str, name: str, wrapper: Any) -> None:
+        wrapt.wrap_function_wrapper(module, name, wrapper)
+        owner_path, _, attribute = name.rpartition(".")
+
+        def undo() -> None:
+            owner = __import__(module, fromlist=["_"])
+            for part in filter(None, owner_path.split(".")):
+                owner = getattr(owner, part)
+            unwrap(owner, attribute)
+
+        self._undo.append(undo)
+
+    def start(self) -> None:
+        if self.refresher is not None:
+            self.refresher.start()
+
+    def stop(self) -> None:
+        if self.refresher is not None:
+            self.refresher.stop()
+
+    def detach(self) -> None:
+        self.stop()
+        while self._undo:
+            with guarded("removing a hook"):
+                self._undo.pop()()
+        self.app = None

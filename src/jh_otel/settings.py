@@ -1,0 +1,162 @@
+"""Settings: environment variables -> one frozen :class:`Settings`, parsed once.
+
+Every variable is a named constant here, documented in the package docstring and README, and parsed by
+:func:`parse_settings`, a pure function. A bad value never stops the hub: it yields a one-line error naming the
+variable and the accepted values, and that setting keeps its default.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+
+OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL = "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL"
+OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT = "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT"
+OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION = "OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION"
+# JupyterHub's own variables, honoured so that names and buckets match the native metrics.
+JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
+JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
+JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS"
+
+# JupyterHub's defaults (jupyterhub/metrics.py); +Inf is implied.
+DEFAULT_SPAWN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
+DEFAULT_STOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+SINGLEUSER_MODES = ("off", "inherit")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What jh_otel was told, after validation."""
+
+    refresh_interval: float = 15.0
+    """Seconds between two refreshes of the hub-state snapshot behind the observable gauges."""
+    shutdown_timeout: float = 1.5
+    """Seconds jh_otel may spend flushing telemetry when the hub shuts down."""
+    singleuser_instrumentation: str = "off"
+    """``off``: spawned servers do not inherit ``opentelemetry-instrument``; ``inherit``: they do, with an
+    OpenTelemetry environment of their own."""
+    metrics_prefix: str = "jupyterhub"
+    spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
+    stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
+    errors: tuple[str, ...] = field(default=(), compare=False)
+    """One line per rejected variable (already applied: the setting kept its default)."""
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _Invalid from None
+        if not (low <= value <= high) or math.isnan(value):
+            raise _Invalid
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise _Invalid
+        return value
+
+    return parse
+
+
+_PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _prefix(raw: str) -> str:
+    value = raw.strip()
+    if not _PROMETHEUS_NAME.match(value):
+        raise _Invalid
+    return value
+
+
+def _buckets(raw: str) -> tuple[float, ...]:
+    try:
+        values = [float(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise _Invalid from None
+    finite = tuple(v for v in values if not math.isinf(v))
+    if not finite or any(math.isnan(v) for v in finite) or list(finite) != sorted(set(finite)):
+        raise _Invalid
+    return finite
+
+
+@dataclass(frozen=True)
+class _Variable:
+    name: str
+    field: str
+    parse: Callable[[str], object]
+    accepted: str
+
+
+VARIABLES = (
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL,
+        "refresh_interval",
+        _seconds(0.5, 3600),
+        "a number of seconds from 0.5 to 3600",
+    ),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT,
+        "shutdown_timeout",
+        _seconds(0, 30),
+        "a number of seconds from 0 to 30",
+    ),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION,
+        "singleuser_instrumentation",
+        _choice(SINGLEUSER_MODES),
+        "one of " + ", ".join(SINGLEUSER_MODES),
+    ),
+    _Variable(
+        JUPYTERHUB_METRICS_PREFIX,
+        "metrics_prefix",
+        _prefix,
+        "a Prometheus name: letters, digits and _, not starting with a digit",
+    ),
+    _Variable(
+        JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS,
+        "spawn_buckets",
+        _buckets,
+        "comma-separated increasing numbers of seconds",
+    ),
+    _Variable(
+        JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS,
+        "stop_buckets",
+        _buckets,
+        "comma-separated increasing numbers of seconds",
+    ),
+)
+
+
+def parse_settings(environ: Mapping[str, str]) -> Settings:
+    """Read every jh_otel variable from ``environ``; never raises."""
+    defaults = Settings()
+    values: dict[str, object] = {}
+    errors = []
+    for var in VARIABLES:
+        raw = environ.get(var.name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            values[var.field] = var.parse(raw)
+        except _Invalid:
+            errors.append(
+                f"jh_otel: {var.name}={raw!r} is invalid: expected {var.accepted}; "
+                f"using the default {getattr(defaults, var.field)!r}"
+            )
+    known = {f.name for f in fields(Settings)}
+    assert set(values) <= known
+    return Settings(**values, errors=tuple(errors))  # type: ignore[arg-type]

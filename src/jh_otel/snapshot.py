@@ -1,0 +1,167 @@
+"""The hub-state snapshot: refreshed by a task on the hub's IOLoop, read by the observable gauges.
+
+Observable callbacks run on whichever thread collects (the Prometheus exporter's server thread, the OTLP reader's
+thread, the IOLoop for ``/hub/metrics``) and are not bounded by any timeout. So they never touch the database or
+the process table: they read :class:`Snapshot`, an immutable object that :class:`SnapshotRefresher` replaces as a
+whole from the IOLoop, where ``app.db`` belongs. A refresh costs two queries whatever the number of users, one walk
+over the in-memory spawners (what JupyterHub itself does on every spawn), and a few reads of ``/proc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+PERIODS = (("24h", timedelta(hours=24)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30)))
+PENDING_KINDS = ("spawn", "stop", "check", "rename")
+
+
+def _zeros(keys: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    return {(k,): 0 for k in keys}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The hub's state at ``taken_at`` (monotonic seconds); label tuples map to values."""
+
+    total_users: int = 0
+    active_users: dict[tuple[str, ...], float] = field(default_factory=lambda: _zeros(tuple(p for p, _ in PERIODS)))
+    running_servers: int = 0
+    pending_servers: dict[tuple[str, ...], float] = field(default_factory=lambda: _zeros(PENDING_KINDS))
+    hub_memory_usage_bytes: int = 0
+    hub_memory_total_bytes: int = 0
+    hub_cpu_usage_percent: float = 0.0
+    taken_at: float = 0.0
+
+
+def _cgroup_memory_limit() -> int | None:
+    """The cgroup (v2 or v1) memory limit of this process, if one is set."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            return int(raw)
+    return None
+
+
+class ProcessSampler:
+    """Hub process memory and CPU, as deltas between two calls (never a blocking psutil sampler)."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self._process = psutil.Process(pid or os.getpid())
+        times = self._process.cpu_times()
+        self._last = (time.monotonic(), times.user + times.system)
+        limit = _cgroup_memory_limit()
+        total = psutil.virtual_memory().total
+        self.memory_total = min(total, limit) if limit else total
+
+    def sample(self) -> tuple[int, float]:
+        """(resident bytes, CPU percent of one core since the previous sample)."""
+        now = time.monotonic()
+        times = self._process.cpu_times()
+        cpu = times.user + times.system
+        last_wall, last_cpu = self._last
+        self._last = (now, cpu)
+        elapsed = now - last_wall
+        percent = 100.0 * (cpu - last_cpu) / elapsed if elapsed > 0 else 0.0
+        return self._process.memory_info().rss, percent
+
+
+def count_servers(users: Any) -> tuple[int, dict[tuple[str, ...], float]]:
+    """(running, pending by kind) from JupyterHub's in-memory users and spawners."""
+    running = 0
+    pending = dict(_zeros(PENDING_KINDS))
+    for user in list(users.values()):
+        for spawner in list(user.spawners.values()):
+            kind = spawner.pending
+            if kind:
+                key = (kind,)
+                pending[key] = pending.get(key, 0) + 1
+            elif spawner.ready:
+                running += 1
+    return running, pending
+
+
+def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], float]]:
+    """(total users, active users by period) in two queries, whatever the number of users."""
+    from jupyterhub import orm
+    from sqlalchemy import case, func
+
+    total = db.query(func.count(orm.User.id)).scalar() or 0
+    columns = [
+        func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0)
+        for _, delta in PERIODS
+    ]
+    row = db.query(*columns).one()
+    return int(total), {(period,): int(value) for (period, _), value in zip(PERIODS, row)}
+
+
+def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
+    """Read the hub's state; call it on the IOLoop thread only (it uses ``app.db``)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    try:
+        total, active = count_users(app.db, now)
+    finally:
+        # leave no transaction open on the hub's session
+        app.db.rollback()
+    running, pending = count_servers(app.users)
+    rss, cpu = sampler.sample()
+    return Snapshot(
+        total_users=total,
+        active_users=active,
+        running_servers=running,
+        pending_servers=pending,
+        hub_memory_usage_bytes=rss,
+        hub_memory_total_bytes=sampler.memory_total,
+        hub_cpu_usage_percent=cpu,
+        taken_at=time.monotonic(),
+    )
+
+
+class SnapshotRefresher:
+    """Holds the current snapshot and refreshes it on the running event loop every ``interval`` seconds."""
+
+    def __init__(self, app: Any, interval: float, sampler: ProcessSampler | None = None) -> None:
+        self.app = app
+        self.interval = interval
+        self.current = Snapshot()
+        self._sampler = sampler
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self) -> Snapshot:
+        return self.current
+
+    def refresh(self) -> None:
+        """One refresh, guarded: a failure keeps the previous snapshot and is logged."""
+        try:
+            if self._sampler is None:
+                self._sampler = ProcessSampler()
+            self.current = take_snapshot(self.app, self._sampler)
+        except Exception:
+            log.warning("jh_otel: could not refresh the hub-state snapshot", exc_info=True)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(self.interval)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
