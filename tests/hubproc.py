@@ -1,0 +1,190 @@
+"""A real JupyterHub in a subprocess, on loopback, for end-to-end tests and benchmarks.
+
+The hub runs ``jupyterhub`` (optionally under ``opentelemetry-instrument``) from the same environment as the
+tests, with the real configurable-http-proxy, ``DummyAuthenticator`` and ``SimpleLocalProcessSpawner`` (real
+``jupyterhub-singleuser`` servers). A service token with ``read:metrics`` and admin scopes drives the REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+BIN = Path(sys.executable).parent
+SERVICE_TOKEN = "e2e-service-token-0123456789abcdef"
+PASSWORD = "correct-horse"
+FAILING_USER = "broken"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONFIG = """
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.should_start = True
+c.JupyterHub.db_url = "sqlite:///{dir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{dir}/cookie_secret"
+c.JupyterHub.pid_file = "{dir}/hub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = "{password}"
+c.Authenticator.allow_all = True
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+c.Spawner.default_url = "/api/status"
+c.Spawner.args = ["--allow-root"]  # CI and these machines run as root
+c.JupyterHub.services = [{{"name": "e2e", "api_token": "{token}"}}]
+c.JupyterHub.load_roles = [{{
+    "name": "e2e", "services": ["e2e"],
+    "scopes": ["read:metrics", "admin:users", "admin:servers", "tokens", "read:hub"],
+}}]
+
+def _pre_spawn(spawner):
+    # a spawn that fails for real: the server process exits at once
+    if spawner.user.name == "{failing}":
+        spawner.cmd = ["{python}", "-c", "raise SystemExit(3)"]
+
+c.Spawner.pre_spawn_hook = _pre_spawn
+{extra}
+"""
+
+
+class Hub:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        wrapper: bool = True,
+        extra_config: str = "",
+    ) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.hub_port, self.proxy_api_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = self.dir / "jupyterhub_config.py"
+        self.config.write_text(
+            CONFIG.format(
+                port=self.port,
+                hub_port=self.hub_port,
+                proxy_api_port=self.proxy_api_port,
+                dir=self.dir,
+                password=PASSWORD,
+                token=SERVICE_TOKEN,
+                failing=FAILING_USER,
+                python=sys.executable,
+                extra=textwrap.dedent(extra_config),
+            )
+        )
+        self.env = dict(os.environ)
+        self.env["PATH"] = f"{BIN}{os.pathsep}{self.env.get('PATH', '')}"
+        self.env.update(env or {})
+        self.wrapper = wrapper
+        self.log_path = self.dir / "hub.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {SERVICE_TOKEN}"
+
+    @property
+    def command(self) -> list[str]:
+        hub = [str(BIN / "jupyterhub"), "-f", str(self.config)]
+        return ([str(BIN / "opentelemetry-instrument")] if self.wrapper else []) + hub
+
+    def start(self, timeout: float = 60) -> Hub:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.command, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/hub/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"hub did not answer within {timeout}s:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, f"{self.url}/hub/api{path}", **kwargs)
+
+    def scrape(self, authenticated: bool = True) -> str:
+        headers = None if authenticated else {"Authorization": ""}
+        response = self.session.get(f"{self.url}/hub/metrics", headers=headers, timeout=30)
+        response.raise_for_status()
+        return response.text
+
+    def login(self, name: str, password: str) -> requests.Response:
+        """A browser login through the form: GET for the xsrf cookie, then POST."""
+        browser = requests.Session()
+        page = browser.get(f"{self.url}/hub/login", timeout=30)
+        page.raise_for_status()
+        xsrf = browser.cookies.get("_xsrf", "")
+        return browser.post(
+            f"{self.url}/hub/login",
+            data={"username": name, "password": password, "_xsrf": xsrf},
+            allow_redirects=False,
+            timeout=30,
+        )
+
+    def wait_server(self, name: str, ready: bool, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        model: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{name}").json()
+            server = model.get("servers", {}).get("")
+            if ready and server and server.get("ready"):
+                return model
+            if not ready and not server:
+                return model
+            time.sleep(0.2)
+        raise AssertionError(f"server of {name} not ready={ready} within {timeout}s: {model}")
+
+    def stop(self, timeout: float = 30) -> float:
+        """SIGTERM the hub; returns the seconds it took to exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        took = time.monotonic() - start
+        self._reap_children()
+        return took
+
+    def _reap_children(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> Hub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
