@@ -3,7 +3,7 @@
 Observable callbacks run on whichever thread collects (the Prometheus exporter's server thread, the OTLP reader's
 thread, the IOLoop for ``/hub/metrics``) and are not bounded by any timeout. So they never touch the database or
 the process table: they read :class:`Snapshot`, an immutable object that :class:`SnapshotRefresher` replaces as a
-whole from the IOLoop, where ``app.db`` belongs. A refresh costs two queries whatever the number of users, one walk
+whole from the IOLoop, where ``app.db`` belongs. A refresh costs one query whatever the number of users, one walk
 over the in-memory spawners (what JupyterHub itself does on every spawn), and a few reads of ``/proc``.
 """
 
@@ -95,17 +95,16 @@ def count_servers(users: Any) -> tuple[int, dict[tuple[str, ...], float]]:
 
 
 def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], float]]:
-    """(total users, active users by period) in two queries, whatever the number of users."""
+    """(total users, active users by period) in one query, whatever the number of users."""
     from jupyterhub import orm
     from sqlalchemy import case, func
 
-    total = db.query(func.count(orm.User.id)).scalar() or 0
-    columns = [
+    active = [
         func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0)
         for _, delta in PERIODS
     ]
-    row = db.query(*columns).one()
-    return int(total), {(period,): int(value) for (period, _), value in zip(PERIODS, row)}
+    total, *counts = db.query(func.count(orm.User.id), *active).one()
+    return int(total), {(period,): int(value) for (period, _), value in zip(PERIODS, counts)}
 
 
 def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:

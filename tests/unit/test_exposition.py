@@ -1,0 +1,69 @@
+"""Exposition: each catalogue family exactly once in a registry that also holds JupyterHub's and OTel's collectors."""
+
+from __future__ import annotations
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jh_otel.catalogue import build_catalogue
+from jh_otel.exposition import Exposition
+from jh_otel.instruments import Instruments
+from jh_otel.settings import parse_settings
+from jh_otel.snapshot import Snapshot
+
+CATALOGUE = build_catalogue(parse_settings({}))
+NAMES = [f"{CATALOGUE.prefix}_{f.name}" for f in CATALOGUE]
+
+
+def family_counts(registry: CollectorRegistry) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        counts[family.name] = counts.get(family.name, 0) + 1
+    return counts
+
+
+def setup():
+    """A registry as a hub under OTEL_METRICS_EXPORTER=prometheus has it: native metrics, OTel's collector."""
+    registry = CollectorRegistry()
+    native = Histogram("jupyterhub_request_duration_seconds", "native", ["method"], registry=registry)
+    native.labels("GET").observe(1)
+    other = Gauge("unrelated_metric", "someone else's", registry=registry)
+    reader = PrometheusMetricReader(registry=registry)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    meter = provider.get_meter("test")
+    instruments = Instruments(CATALOGUE, meter, Snapshot)
+    instruments["request_count"].record(1, ("GET", "h", "200"))
+    meter.create_counter("tornado.requests").add(1)  # another instrumentation's metric
+    return registry, instruments, native, other
+
+
+def test_without_install_a_family_is_exposed_twice() -> None:
+    """The problem install solves: OTel's rendering and JupyterHub's native metric expose the same family."""
+    registry, instruments, *_ = setup()
+    instruments["request_duration_seconds"].record(0.1, ("GET", "h", "200"))
+    assert family_counts(registry)["jupyterhub_request_duration_seconds"] == 2
+
+
+def test_install_exposes_each_family_once_and_keeps_the_rest() -> None:
+    """After install: every catalogue family once, other collectors' families still there."""
+    registry, instruments, native, other = setup()
+    Exposition(instruments.collector(), NAMES, registry).install()
+    counts = family_counts(registry)
+    assert all(counts.get(name) == 1 for name in NAMES), {n: counts.get(n) for n in NAMES if counts.get(n) != 1}
+    assert counts["unrelated_metric"] == 1
+    assert counts["tornado_requests"] == 1
+    assert counts["target_info"] == 1
+
+
+def test_uninstall_restores_the_registry() -> None:
+    """Uninstall brings back exactly the collectors that were there before."""
+    registry, instruments, native, other = setup()
+    before = family_counts(registry)
+    exposition = Exposition(instruments.collector(), NAMES, registry)
+    exposition.install()
+    assert b"# HELP jupyterhub_request_duration_seconds native" not in generate_latest(registry)
+    exposition.uninstall()
+    assert family_counts(registry) == before
+    assert b"# HELP jupyterhub_request_duration_seconds native" in generate_latest(registry)

@@ -1,0 +1,60 @@
+"""Settings: one pure parser, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from jh_otel.settings import DEFAULT_SPAWN_BUCKETS, Settings, parse_settings
+
+VALID = [
+    ({}, Settings()),
+    ({"OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "2.5"}, Settings(refresh_interval=2.5)),
+    ({"OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "  "}, Settings()),
+    ({"OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT": "0"}, Settings(shutdown_timeout=0.0)),
+    ({"OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION": "INHERIT"}, Settings(singleuser_instrumentation="inherit")),
+    ({"JUPYTERHUB_METRICS_PREFIX": "myhub"}, Settings(metrics_prefix="myhub")),
+    ({"JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS": "1,2,inf"}, Settings(spawn_buckets=(1.0, 2.0))),
+    ({"JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS": "0.5, 1"}, Settings(stop_buckets=(0.5, 1.0))),
+]
+
+INVALID = [
+    ("OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL", "fast", "a number of seconds from 0.5 to 3600", "15.0"),
+    ("OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL", "0", "a number of seconds from 0.5 to 3600", "15.0"),
+    ("OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL", "nan", "a number of seconds from 0.5 to 3600", "15.0"),
+    ("OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT", "-1", "a number of seconds from 0 to 30", "1.5"),
+    ("OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION", "yes", "one of off, inherit", "'off'"),
+    ("JUPYTERHUB_METRICS_PREFIX", "my-hub", "a Prometheus name", "'jupyterhub'"),
+    ("JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS", "2,1", "comma-separated increasing numbers", "(0.5,"),
+    ("JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS", "a,b", "comma-separated increasing numbers", "(0.005,"),
+]
+
+
+@pytest.mark.parametrize(("environ", "expected"), VALID)
+def test_valid_values_are_parsed(environ: dict[str, str], expected: Settings) -> None:
+    """Each accepted spelling gives the expected setting and no error."""
+    settings = parse_settings(environ)
+    assert settings == expected
+    assert settings.errors == ()
+
+
+@pytest.mark.parametrize(("variable", "raw", "accepted", "default"), INVALID)
+def test_invalid_values_give_one_line_and_the_default(variable: str, raw: str, accepted: str, default: str) -> None:
+    """A bad value yields one line naming the variable, the value, the accepted values and the default kept."""
+    settings = parse_settings({variable: raw})
+    assert settings == Settings()
+    (error,) = settings.errors
+    assert "\n" not in error
+    assert error.startswith(f"jh_otel: {variable}={raw!r} is invalid: expected ")
+    assert accepted in error
+    assert f"using the default {default}" in error
+
+
+def test_one_bad_variable_does_not_spoil_the_others() -> None:
+    """Valid variables still apply when another one is rejected."""
+    settings = parse_settings(
+        {"OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "3", "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT": "forever"}
+    )
+    assert settings.refresh_interval == 3.0
+    assert settings.shutdown_timeout == 1.5
+    assert len(settings.errors) == 1
+    assert settings.spawn_buckets == DEFAULT_SPAWN_BUCKETS

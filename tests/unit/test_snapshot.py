@@ -1,0 +1,98 @@
+"""Snapshot: counts from the hub's state in a constant number of queries; a failed refresh keeps the last one."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub import orm
+from sqlalchemy import event
+
+from jh_otel.snapshot import ProcessSampler, Snapshot, SnapshotRefresher, count_servers, count_users, take_snapshot
+
+NOW = datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def database(users: int):
+    db = orm.new_session_factory("sqlite://")()
+    db.add_all(
+        orm.User(name=f"user{i}", last_activity=NOW - timedelta(days=i % 40) if i % 5 else None)
+        for i in range(users)
+    )
+    db.commit()
+    return db
+
+
+def count_queries(db, action):
+    statements = []
+    def listener(conn, cursor, statement, *args):
+        if statement != "SELECT 1":  # the pool's pre-ping, not a query of ours
+            statements.append(statement)
+
+    event.listen(db.get_bind(), "before_cursor_execute", listener)
+    try:
+        result = action()
+    finally:
+        event.remove(db.get_bind(), "before_cursor_execute", listener)
+    return result, statements
+
+
+def expected_active(users: int, days: int) -> int:
+    return sum(1 for i in range(users) if i % 5 and i % 40 < days)
+
+
+@pytest.mark.parametrize("users", [10, 2000])
+def test_user_counts_cost_one_query_whatever_the_number_of_users(users: int) -> None:
+    """Total and active users (24h, 7d, 30d) are right and cost one query at 10 and at 2000 users."""
+    db = database(users)
+    (total, active), statements = count_queries(db, lambda: count_users(db, NOW + timedelta(seconds=1)))
+    assert len(statements) == 1
+    assert total == users
+    assert active == {
+        ("24h",): expected_active(users, 1),
+        ("7d",): expected_active(users, 7),
+        ("30d",): expected_active(users, 30),
+    }
+
+
+def spawner(pending=None, ready=False):
+    return SimpleNamespace(pending=pending, ready=ready)
+
+
+def test_servers_are_counted_from_in_memory_state() -> None:
+    """Ready servers are running; pending ones are counted by kind and not as running."""
+    users = {
+        "a": SimpleNamespace(spawners={"": spawner(ready=True), "x": spawner(pending="spawn")}),
+        "b": SimpleNamespace(spawners={"": spawner(pending="stop"), "y": spawner(ready=True)}),
+        "c": SimpleNamespace(spawners={"": spawner()}),
+    }
+    running, pending = count_servers(users)
+    assert running == 2
+    assert pending == {("spawn",): 1, ("stop",): 1, ("check",): 0, ("rename",): 0}
+
+
+def test_take_snapshot_reads_everything_and_leaves_no_transaction() -> None:
+    """A snapshot holds users, servers and process figures, and the hub's session is left clean."""
+    db = database(20)
+    app = SimpleNamespace(db=db, users={"a": SimpleNamespace(spawners={"": spawner(ready=True)})})
+    snap = take_snapshot(app, ProcessSampler())
+    assert snap.total_users == 20 and snap.running_servers == 1
+    assert snap.hub_memory_usage_bytes > 0
+    assert snap.hub_memory_total_bytes >= snap.hub_memory_usage_bytes
+    assert snap.hub_cpu_usage_percent >= 0
+    assert not db.in_transaction()
+
+
+def test_a_failed_refresh_keeps_the_previous_snapshot() -> None:
+    """If the database fails, the refresher logs and keeps serving the last good snapshot."""
+    db = database(3)
+    app = SimpleNamespace(db=db, users={})
+    refresher = SnapshotRefresher(app, 1)
+    refresher.refresh()
+    good = refresher()
+    assert good.total_users == 3
+    app.db = SimpleNamespace(query=lambda *a: 1 / 0, rollback=lambda: None)
+    refresher.refresh()
+    assert refresher() is good
+    assert Snapshot().total_users == 0
