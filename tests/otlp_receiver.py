@@ -32,9 +32,10 @@ import math
 import threading
 import time
 import zlib
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import (
@@ -230,9 +231,7 @@ def _enum_suffix(enum_type, number: int, prefix: str) -> str:
 
 
 def _temporality(number: int) -> str:
-    return _enum_suffix(
-        metrics_pb2.AggregationTemporality, number, "AGGREGATION_TEMPORALITY_"
-    ).lower()
+    return _enum_suffix(metrics_pb2.AggregationTemporality, number, "AGGREGATION_TEMPORALITY_").lower()
 
 
 def _optional(message, name: str):
@@ -349,18 +348,12 @@ def flatten_spans(request, transport: str = "") -> list[Span]:
                         span_id=span.span_id.hex(),
                         parent_span_id=span.parent_span_id.hex(),
                         kind=_enum_suffix(trace_pb2.Span.SpanKind, span.kind, "SPAN_KIND_"),
-                        status_code=_enum_suffix(
-                            trace_pb2.Status.StatusCode, span.status.code, "STATUS_CODE_"
-                        ),
+                        status_code=_enum_suffix(trace_pb2.Status.StatusCode, span.status.code, "STATUS_CODE_"),
                         status_message=span.status.message,
                         attributes=_attributes(span.attributes),
-                        events=[
-                            SpanEvent(e.name, _attributes(e.attributes), e.time_unix_nano)
-                            for e in span.events
-                        ],
+                        events=[SpanEvent(e.name, _attributes(e.attributes), e.time_unix_nano) for e in span.events],
                         links=[
-                            SpanLink(l.trace_id.hex(), l.span_id.hex(), _attributes(l.attributes))
-                            for l in span.links
+                            SpanLink(l.trace_id.hex(), l.span_id.hex(), _attributes(l.attributes)) for l in span.links
                         ],
                         start_time_unix_nano=span.start_time_unix_nano,
                         end_time_unix_nano=span.end_time_unix_nano,
@@ -383,7 +376,7 @@ def _identity(data: bytes) -> bytes:
 
 
 class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, receiver: "OTLPReceiver") -> None:
+    def __init__(self, receiver: OTLPReceiver) -> None:
         self._receiver = receiver
 
     def Export(self, request, context):  # noqa: N802 - gRPC method name
@@ -391,7 +384,7 @@ class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: "OTLPReceiver") -> None:
+    def __init__(self, receiver: OTLPReceiver) -> None:
         self._receiver = receiver
 
     def Export(self, request, context):  # noqa: N802 - gRPC method name
@@ -420,7 +413,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, receiver: "OTLPReceiver") -> None:
+    def __init__(self, address, receiver: OTLPReceiver) -> None:
         self.receiver = receiver
         super().__init__(address, _HTTPHandler)
 
@@ -435,8 +428,13 @@ class _HTTPHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - silence stderr
         pass
 
-    def _reply(self, status: int, body: bytes = b"", content_type: str = _PROTOBUF_CONTENT_TYPE,
-               extra_headers: Mapping[str, str] | None = None) -> None:
+    def _reply(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = _PROTOBUF_CONTENT_TYPE,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -524,7 +522,7 @@ class OTLPReceiver:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "OTLPReceiver":
+    def start(self) -> OTLPReceiver:
         """Start both listeners (no-op when already running); returns self."""
         with self._lock:
             if self._grpc_server is not None:
@@ -549,11 +547,15 @@ class OTLPReceiver:
         server.add_generic_rpc_handlers(
             (
                 _raw_bytes_handler(
-                    metrics_service_pb2, "MetricsService", _MetricsServicer(self),
+                    metrics_service_pb2,
+                    "MetricsService",
+                    _MetricsServicer(self),
                     metrics_service_pb2.ExportMetricsServiceResponse,
                 ),
                 _raw_bytes_handler(
-                    trace_service_pb2, "TraceService", _TraceServicer(self),
+                    trace_service_pb2,
+                    "TraceService",
+                    _TraceServicer(self),
                     trace_service_pb2.ExportTraceServiceResponse,
                 ),
             )
@@ -597,7 +599,7 @@ class OTLPReceiver:
         with self._lock:
             return self._grpc_server is not None
 
-    def __enter__(self) -> "OTLPReceiver":
+    def __enter__(self) -> OTLPReceiver:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -660,8 +662,9 @@ class OTLPReceiver:
 
     # -- recording ---------------------------------------------------------------
 
-    def _record(self, transport: str, signal: str, body: bytes, wire_body: bytes,
-                encoding: str, headers: dict[str, str]) -> tuple[bool, float | None]:
+    def _record(
+        self, transport: str, signal: str, body: bytes, wire_body: bytes, encoding: str, headers: dict[str, str]
+    ) -> tuple[bool, float | None]:
         """Parse and store one export.  Returns (accepted, retry_after);
         raises ``ValueError`` for an unparsable body."""
         request_type, _ = _SIGNALS[signal]
@@ -698,8 +701,9 @@ class OTLPReceiver:
             body = bytes(request)
         else:  # registered with the stock deserializer: re-encode
             body = request.SerializeToString()
-        headers = {str(k).lower(): (v if isinstance(v, str) else repr(v))
-                   for k, v in (context.invocation_metadata() or ())}
+        headers = {
+            str(k).lower(): (v if isinstance(v, str) else repr(v)) for k, v in (context.invocation_metadata() or ())
+        }
         encoding = headers.get("grpc-encoding", "")
         try:
             accepted, retry_after = self._record("grpc", signal, body, body, encoding, headers)
@@ -713,8 +717,9 @@ class OTLPReceiver:
             context.abort(grpc.StatusCode.UNAVAILABLE, "simulated OTLP receiver outage")
         return response_type()
 
-    def _http_export(self, signal: str, body: bytes, wire_body: bytes, encoding: str,
-                     headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _http_export(
+        self, signal: str, body: bytes, wire_body: bytes, encoding: str, headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         _, response_type = _SIGNALS[signal]
         try:
             accepted, retry_after = self._record("http", signal, body, wire_body, encoding, headers)
@@ -733,15 +738,13 @@ class OTLPReceiver:
         """Every export call received (accepted ones only unless asked)."""
         with self._lock:
             return [
-                r for r in self._requests
-                if (include_rejected or r.accepted) and (signal is None or r.signal == signal)
+                r for r in self._requests if (include_rejected or r.accepted) and (signal is None or r.signal == signal)
             ]
 
     def rejected_count(self, signal: str | None = None) -> int:
         """How many export calls were refused by outage mode."""
         with self._lock:
-            return sum(1 for r in self._requests
-                       if not r.accepted and (signal is None or r.signal == signal))
+            return sum(1 for r in self._requests if not r.accepted and (signal is None or r.signal == signal))
 
     def raw_bodies(self, signal: str | None = None) -> list[bytes]:
         """Protobuf bytes of every accepted export, in arrival order."""
@@ -779,8 +782,7 @@ class OTLPReceiver:
             self._spans.clear()
             self._changed.notify_all()
 
-    def wait_for(self, predicate: Callable[["OTLPReceiver"], Any], timeout: float = 10.0,
-                 interval: float = 0.05) -> bool:
+    def wait_for(self, predicate: Callable[[OTLPReceiver], Any], timeout: float = 10.0, interval: float = 0.05) -> bool:
         """Poll ``predicate(self)`` until it is truthy or ``timeout`` seconds
         pass; returns whether it became truthy.  A ``LookupError`` raised by
         the predicate (IndexError, KeyError: data not there yet) counts as

@@ -72,12 +72,8 @@ TRANSPORTS = {
         lambda r, **kw: HttpSpanExporter(endpoint=r.http_traces_url, **kw),
     ),
     "http-gzip": (
-        lambda r, **kw: HttpMetricExporter(
-            endpoint=r.http_metrics_url, compression=HttpCompression.Gzip, **kw
-        ),
-        lambda r, **kw: HttpSpanExporter(
-            endpoint=r.http_traces_url, compression=HttpCompression.Gzip, **kw
-        ),
+        lambda r, **kw: HttpMetricExporter(endpoint=r.http_metrics_url, compression=HttpCompression.Gzip, **kw),
+        lambda r, **kw: HttpSpanExporter(endpoint=r.http_traces_url, compression=HttpCompression.Gzip, **kw),
     ),
 }
 
@@ -102,9 +98,7 @@ class _Meters:
 
     def __init__(self, exporter, views=()):
         self.reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
-        self.provider = MeterProvider(
-            metric_readers=[self.reader], resource=RESOURCE, views=list(views)
-        )
+        self.provider = MeterProvider(metric_readers=[self.reader], resource=RESOURCE, views=list(views))
         self.meter = self.provider.get_meter("jh_otel.test", "1.2.3")
 
     def flush(self):
@@ -199,8 +193,12 @@ def test_endpoints_raise_before_start():
 
 def test_env_var_endpoints_work_for_both_exporters(receiver, make_meters, monkeypatch):
     """grpc_endpoint and http_endpoint work as OTEL_EXPORTER_OTLP_ENDPOINT for the stock exporters."""
-    for name in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_COMPRESSION",
-                 "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "OTEL_EXPORTER_OTLP_HEADERS"):
+    for name in (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_endpoint)
     via_grpc = make_meters(GrpcMetricExporter())
@@ -243,9 +241,7 @@ def test_stop_refuses_exports_and_start_rebinds_same_ports(receiver):
 def test_counter_name_value_attributes_resource_and_scope(receiver, transport, make_meters):
     """A monotonic counter arrives with exact name, description, unit, int value, attributes, resource and scope."""
     meters = make_meters(TRANSPORTS[transport][0](receiver))
-    counter = meters.meter.create_counter(
-        "jupyterhub.test.requests", unit="{request}", description="Requests seen."
-    )
+    counter = meters.meter.create_counter("jupyterhub.test.requests", unit="{request}", description="Requests seen.")
     counter.add(2, {"http.method": "GET", "code": 200})
     counter.add(3, {"http.method": "GET", "code": 200})
     counter.add(1, {"http.method": "POST", "code": 503})
@@ -388,9 +384,7 @@ def test_span_links_are_flattened(receiver, make_tracer):
     tracer = make_tracer(TRANSPORTS["http"][1](receiver))
     with tracer.start_as_current_span("first") as first:
         pass
-    with tracer.start_as_current_span(
-        "second", links=[Link(first.get_span_context(), {"why": "spawn"})]
-    ):
+    with tracer.start_as_current_span("second", links=[Link(first.get_span_context(), {"why": "spawn"})]):
         pass
     [second] = receiver.spans("second")
     [first_rec] = receiver.spans("first")
@@ -442,9 +436,7 @@ def test_http_gzip_wire_body_and_headers_are_kept(receiver, make_tracer):
 
 def test_grpc_metadata_is_kept(receiver, make_tracer):
     """gRPC invocation metadata (exporter headers) is recorded with the request."""
-    exporter = GrpcSpanExporter(
-        endpoint=receiver.grpc_endpoint, insecure=True, headers={"x-jh-test": "grpc"}
-    )
+    exporter = GrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True, headers={"x-jh-test": "grpc"})
     make_tracer(exporter).start_span("md.span").end()
     [request] = receiver.requests("traces")
     assert request.headers["x-jh-test"] == "grpc"
@@ -508,11 +500,7 @@ def _hand_made_metrics_request():
     point.attributes.append(common_pb2.KeyValue(key="nested", value=nested))
     metric = metrics_pb2.Metric(name="hand.made", gauge=metrics_pb2.Gauge(data_points=[point]))
     return metrics_service_pb2.ExportMetricsServiceRequest(
-        resource_metrics=[
-            metrics_pb2.ResourceMetrics(
-                scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])]
-            )
-        ]
+        resource_metrics=[metrics_pb2.ResourceMetrics(scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])])]
     )
 
 
@@ -569,9 +557,7 @@ def test_grpc_outage_status_is_unavailable(receiver):
     receiver.set_outage(True)
     with grpc.insecure_channel(f"127.0.0.1:{receiver.grpc_port}") as channel:
         with pytest.raises(grpc.RpcError) as excinfo:
-            metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(
-                _hand_made_metrics_request(), timeout=5
-            )
+            metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(_hand_made_metrics_request(), timeout=5)
     assert excinfo.value.code() == grpc.StatusCode.UNAVAILABLE
     assert receiver.rejected_count() == 1 and receiver.metrics() == []
 

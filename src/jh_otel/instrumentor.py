@@ -36,7 +36,7 @@ log = logging.getLogger("jh_otel")
 _LIFECYCLE = ("init_tornado_application", "start", "cleanup")
 
 
-class JupyterHubInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class JupyterHubInstrumentor(BaseInstrumentor):
     """Instruments JupyterHub; see the package documentation for settings.
 
     ``instrument()`` accepts ``meter_provider`` (default: the global one), ``settings`` (a :class:`Settings`,

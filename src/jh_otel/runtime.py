@@ -48,6 +48,7 @@ class HubTelemetry:
         """Start serving and recording for ``app`` (the previous app, if any, is detached first)."""
         self.detach()
         self.app = app
+        self._log_through(app)
         from jupyterhub import metrics
 
         mirror = NativeMirror(metrics, self.catalogue, self.instruments)
@@ -73,6 +74,25 @@ class HubTelemetry:
             self.instruments["spawn_success"].record(0, (spawner_class.__name__,))
         self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
         self.refresher.refresh()
+
+    def _log_through(self, app: Any) -> None:
+        """jh_otel's records go to the hub's log handlers, formatted like the hub's own."""
+        ours = logging.getLogger("jh_otel")
+        hub_log = getattr(app, "log", None)
+        if ours.handlers or not isinstance(hub_log, logging.Logger) or not hub_log.handlers:
+            return
+        handlers = list(hub_log.handlers)
+        for handler in handlers:
+            ours.addHandler(handler)
+        ours.setLevel(hub_log.getEffectiveLevel())
+        ours.propagate = False
+
+        def undo() -> None:
+            for handler in handlers:
+                ours.removeHandler(handler)
+            ours.propagate = True
+
+        self._undo.append(undo)
 
     def _wrap(self, module: str, name: str, wrapper: Any) -> None:
         wrapt.wrap_function_wrapper(module, name, wrapper)

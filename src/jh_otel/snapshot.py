@@ -100,8 +100,7 @@ def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], floa
     from sqlalchemy import case, func
 
     active = [
-        func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0)
-        for _, delta in PERIODS
+        func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0) for _, delta in PERIODS
     ]
     total, *counts = db.query(func.count(orm.User.id), *active).one()
     return int(total), {(period,): int(value) for (period, _), value in zip(PERIODS, counts)}

@@ -12,14 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port
-from otlp_receiver import OTLPReceiver
 from prometheus_client.parser import text_string_to_metric_families
-from promserver import Prometheus, promtool_check
 
+from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port
 from jh_otel.catalogue import Kind, build_catalogue
 from jh_otel.hooks.singleuser import auto_instrumentation_dir
 from jh_otel.settings import parse_settings
+from otlp_receiver import OTLPReceiver
+from promserver import Prometheus, promtool_check
 
 pytestmark = pytest.mark.e2e
 
@@ -200,14 +200,29 @@ def test_requests_are_counted_once_errors_included(stack: Stack) -> None:
     users_handler = "jupyterhub.apihandlers.users.UserListAPIHandler"
     assert counts[("POST", users_handler, "400")] == BAD_API_REQUESTS
     assert counts[("POST", "jupyterhub.handlers.login.LoginHandler", "403")] == BAD_LOGINS
-    assert value(text, "jupyterhub_api_request_duration_seconds_count",
-                 method="POST", endpoint="/hub/api/users", status="400") == BAD_API_REQUESTS
-    assert value(text, "jupyterhub_api_request_duration_seconds_count",
-                 method="GET", endpoint="unmatched", status="404") == 1
-    assert value(text, "jupyterhub_api_request_duration_seconds_count",
-                 endpoint="/hub/api/users/{user_name}/server") >= 3
-    endpoints = {s.labels["endpoint"] for f in text_string_to_metric_families(text) for s in f.samples
-                 if s.name == "jupyterhub_api_request_duration_seconds_count"}
+    assert (
+        value(
+            text,
+            "jupyterhub_api_request_duration_seconds_count",
+            method="POST",
+            endpoint="/hub/api/users",
+            status="400",
+        )
+        == BAD_API_REQUESTS
+    )
+    assert (
+        value(text, "jupyterhub_api_request_duration_seconds_count", method="GET", endpoint="unmatched", status="404")
+        == 1
+    )
+    assert (
+        value(text, "jupyterhub_api_request_duration_seconds_count", endpoint="/hub/api/users/{user_name}/server") >= 3
+    )
+    endpoints = {
+        s.labels["endpoint"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "jupyterhub_api_request_duration_seconds_count"
+    }
     assert not [e for e in endpoints if e != "unmatched" and not e.startswith("/hub/api")]
     assert "/hub/api/users/alice" not in endpoints
     # pages and API partition all requests
@@ -223,11 +238,18 @@ def test_a_real_prometheus_scrapes_both_and_answers_dashboard_queries(stack: Sta
     token_file.write_text(SERVICE_TOKEN)
     hub_target = f"127.0.0.1:{stack.hub.port}"
     exporter_target = stack.exporter_url.split("/")[2]
-    prometheus = Prometheus(stack.workdir / "prometheus", [
-        {"job_name": "hub", "metrics_path": "/hub/metrics", "static_configs": [{"targets": [hub_target]}],
-         "authorization": {"credentials_file": str(token_file)}},
-        {"job_name": "exporter", "static_configs": [{"targets": [exporter_target]}]},
-    ]).start()
+    prometheus = Prometheus(
+        stack.workdir / "prometheus",
+        [
+            {
+                "job_name": "hub",
+                "metrics_path": "/hub/metrics",
+                "static_configs": [{"targets": [hub_target]}],
+                "authorization": {"credentials_file": str(token_file)},
+            },
+            {"job_name": "exporter", "static_configs": [{"targets": [exporter_target]}]},
+        ],
+    ).start()
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -235,8 +257,9 @@ def test_a_real_prometheus_scrapes_both_and_answers_dashboard_queries(stack: Sta
             if len(targets) == 2 and all(t["health"] == "up" for t in targets):
                 break
             time.sleep(0.5)
-        assert [(t["labels"]["job"], t["health"], t["lastError"]) for t in sorted(targets, key=lambda t: t["labels"]["job"])] == [
-            ("exporter", "up", ""), ("hub", "up", "")]
+        assert [
+            (t["labels"]["job"], t["health"], t["lastError"]) for t in sorted(targets, key=lambda t: t["labels"]["job"])
+        ] == [("exporter", "up", ""), ("hub", "up", "")]
         time.sleep(3)  # a few scrapes, for rate()
         queries = [
             "jupyterhub_running_servers",
@@ -262,8 +285,14 @@ def test_otlp_receives_the_same_catalogue(stack: Stack) -> None:
     """The OTLP receiver gets the catalogue under OpenTelemetry names and units, with the same values."""
     receiver = stack.receiver
     expected = {f.instrument(CATALOGUE.prefix) for f in CATALOGUE if f.kind is not Kind.HISTOGRAM or f.series == ()}
-    assert receiver.wait_for(lambda r: expected - {"jupyterhub.logout.duration", "jupyterhub.check_routes.duration",
-                                                   "jupyterhub.proxy.poll.duration"} <= set(r.metric_names()), 15)
+    assert receiver.wait_for(
+        lambda r: (
+            expected
+            - {"jupyterhub.logout.duration", "jupyterhub.check_routes.duration", "jupyterhub.proxy.poll.duration"}
+            <= set(r.metric_names())
+        ),
+        15,
+    )
 
     def latest(name: str, **attributes: str) -> float:
         metric = receiver.latest_metric(name)
@@ -278,16 +307,20 @@ def test_otlp_receives_the_same_catalogue(stack: Stack) -> None:
     assert latest("jupyterhub.running_servers") == 1
     assert latest("jupyterhub.server.spawn.duration", status="success") == len(GOOD_LOGINS)
     text = stack.hub.scrape()
-    for family, labels in [("server_spawn_duration_seconds", {"status": "success"}),
-                           ("server_stop_seconds", {"status": "success"}),
-                           ("proxy_add_duration_seconds", {"status": "success"}),
-                           ("login_duration_seconds", {"status": "LoginStatus.failure"}),
-                           ("spawn_duration_seconds", {"spawner_class": SPAWNER})]:
+    for family, labels in [
+        ("server_spawn_duration_seconds", {"status": "success"}),
+        ("server_stop_seconds", {"status": "success"}),
+        ("proxy_add_duration_seconds", {"status": "success"}),
+        ("login_duration_seconds", {"status": "LoginStatus.failure"}),
+        ("spawn_duration_seconds", {"spawner_class": SPAWNER}),
+    ]:
         instrument = CATALOGUE[family].instrument(CATALOGUE.prefix)
         assert latest(instrument, **labels) == value(text, f"jupyterhub_{family}_count", **labels), family
     duration = receiver.latest_metric("jupyterhub.request.duration")
     assert duration.unit == "s" and duration.kind == "histogram"
-    assert list(duration.data_points[0].explicit_bounds) == [float(b) for b in CATALOGUE["request_duration_seconds"].buckets]
+    assert list(duration.data_points[0].explicit_bounds) == [
+        float(b) for b in CATALOGUE["request_duration_seconds"].buckets
+    ]
     assert receiver.latest_metric("jupyterhub.hub.memory.usage").unit == "By"
     assert all(m.resource.get("service.name") == "jupyterhub" for m in receiver.metrics("jupyterhub.total_users"))
 
@@ -297,7 +330,11 @@ def test_single_user_servers_do_not_inherit_the_wrapper(stack: Stack) -> None:
     wrapper_dir = auto_instrumentation_dir()
     hub_env = psutil.Process(stack.hub.proc.pid).environ()
     assert wrapper_dir in hub_env.get("PYTHONPATH", "")
-    servers = [p for p in psutil.process_iter(["cmdline"]) if any("jupyterhub-singleuser" in a for a in p.info["cmdline"] or [])]
+    servers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any("jupyterhub-singleuser" in a for a in p.info["cmdline"] or [])
+    ]
     alice = [p for p in servers if p.environ().get("JUPYTERHUB_USER") == "alice"]
     assert len(alice) == 1
     assert wrapper_dir not in alice[0].environ().get("PYTHONPATH", "")
@@ -306,8 +343,12 @@ def test_single_user_servers_do_not_inherit_the_wrapper(stack: Stack) -> None:
 def test_failed_spawn_is_reported_by_type(stack: Stack) -> None:
     """The spawn whose server died is one spawn_failure with the exception's class name."""
     text = stack.hub.scrape()
-    failures = [s for f in text_string_to_metric_families(text) for s in f.samples
-                if s.name == "jupyterhub_spawn_failure_total" and s.value]
+    failures = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "jupyterhub_spawn_failure_total" and s.value
+    ]
     assert len(failures) == 1 and failures[0].value == 1
     assert failures[0].labels["error_type"] and not math.isnan(failures[0].value)
     stack.notes["error_type"] = failures[0].labels["error_type"]

@@ -96,10 +96,12 @@ def test_names_are_unique_and_prefixed() -> None:
 def test_bucket_settings_reach_the_spawn_and_stop_families() -> None:
     """JupyterHub's two bucket variables set the buckets of its families and of the seed spawn histogram."""
     custom = build_catalogue(
-        parse_settings({
-            "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS": "1,10",
-            "JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS": "2,20",
-        })
+        parse_settings(
+            {
+                "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS": "1,10",
+                "JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS": "2,20",
+            }
+        )
     )
     assert custom["server_spawn_duration_seconds"].buckets == (1.0, 10.0)
     assert custom["spawn_duration_seconds"].buckets == (1.0, 10.0)

@@ -47,7 +47,10 @@ def test_an_api_request_is_counted_once_with_its_route_template() -> None:
     """An API request records duration, count and the API histogram by route template, not the raw path."""
     recorded = Recorded()
     recorder = RequestRecorder(recorded, ROUTES, "/hub/api")
-    assert recorder.wrapper(lambda handler: "native", None, (UserAPIHandler("/hub/api/users/alice", status=404),), {}) == "native"
+    assert (
+        recorder.wrapper(lambda handler: "native", None, (UserAPIHandler("/hub/api/users/alice", status=404),), {})
+        == "native"
+    )
     assert recorded.calls == [
         ("request_duration_seconds", 0.125, ("GET", HANDLER, "404")),
         ("request_count", 1, ("GET", HANDLER, "404")),

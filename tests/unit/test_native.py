@@ -33,10 +33,12 @@ def natives(labels_5x: bool = False):
     registry = CollectorRegistry()
     spawn_labels = ["status"] if labels_5x else ["status", "reason"]
     return SimpleNamespace(
-        SERVER_SPAWN_DURATION_SECONDS=Histogram("jupyterhub_server_spawn_duration_seconds", "d", spawn_labels,
-                                                registry=registry),
-        SERVER_POLL_DURATION_SECONDS=Histogram("jupyterhub_server_poll_duration_seconds", "d", ["status"],
-                                               registry=registry),
+        SERVER_SPAWN_DURATION_SECONDS=Histogram(
+            "jupyterhub_server_spawn_duration_seconds", "d", spawn_labels, registry=registry
+        ),
+        SERVER_POLL_DURATION_SECONDS=Histogram(
+            "jupyterhub_server_poll_duration_seconds", "d", ["status"], registry=registry
+        ),
         LOGOUT_DURATION_SECONDS=Histogram("jupyterhub_logout_duration_seconds", "d", registry=registry),
         CSP_REPORT_COUNT=Counter("jupyterhub_csp_reports", "d", registry=registry),
     ), registry
@@ -66,8 +68,10 @@ def test_labelled_unlabelled_timer_and_counter_are_mirrored() -> None:
     ]
     assert recorded.calls[0][1] == 2.0 and recorded.calls[-1][1] == 1
     # the native objects recorded exactly as before
-    assert registry.get_sample_value(
-        "jupyterhub_server_poll_duration_seconds_count", {"status": "PollStatus.running"}) == 2
+    assert (
+        registry.get_sample_value("jupyterhub_server_poll_duration_seconds_count", {"status": "PollStatus.running"})
+        == 2
+    )
     assert registry.get_sample_value("jupyterhub_logout_duration_seconds_count") == 2
     assert registry.get_sample_value("jupyterhub_csp_reports_total") == 1
 

@@ -17,8 +17,7 @@ NOW = datetime.now(timezone.utc).replace(tzinfo=None)
 def database(users: int):
     db = orm.new_session_factory("sqlite://")()
     db.add_all(
-        orm.User(name=f"user{i}", last_activity=NOW - timedelta(days=i % 40) if i % 5 else None)
-        for i in range(users)
+        orm.User(name=f"user{i}", last_activity=NOW - timedelta(days=i % 40) if i % 5 else None) for i in range(users)
     )
     db.commit()
     return db
@@ -26,6 +25,7 @@ def database(users: int):
 
 def count_queries(db, action):
     statements = []
+
     def listener(conn, cursor, statement, *args):
         if statement != "SELECT 1":  # the pool's pre-ping, not a query of ours
             statements.append(statement)

@@ -70,10 +70,10 @@ def template(pattern: str, names: list[str]) -> str:
             else:
                 named = re.match(r"\?P<(\w+)>", body)
                 if named:
-                    out.append("{%s}" % named.group(1))
+                    out.append(f"{{{named.group(1)}}}")
                 else:
                     n = next(counter)
-                    out.append("{%s}" % (names.pop(0) if names else f"arg{n}"))
+                    out.append(f"{{{names.pop(0) if names else f'arg{n}'}}}")
             i = end
             if i < len(pattern) and pattern[i] in "?*+":
                 i += 1
