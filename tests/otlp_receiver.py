@@ -353,7 +353,7 @@ def flatten_spans(request, transport: str = "") -> list[Span]:
                         attributes=_attributes(span.attributes),
                         events=[SpanEvent(e.name, _attributes(e.attributes), e.time_unix_nano) for e in span.events],
                         links=[
-                            SpanLink(l.trace_id.hex(), l.span_id.hex(), _attributes(l.attributes)) for l in span.links
+                            SpanLink(k.trace_id.hex(), k.span_id.hex(), _attributes(k.attributes)) for k in span.links
                         ],
                         start_time_unix_nano=span.start_time_unix_nano,
                         end_time_unix_nano=span.end_time_unix_nano,

@@ -186,7 +186,7 @@ def test_endpoints_raise_before_start():
     """Asking for an endpoint of a receiver that was never started is an error."""
     receiver = OTLPReceiver()
     with pytest.raises(RuntimeError):
-        receiver.grpc_endpoint
+        _ = receiver.grpc_endpoint
     assert not receiver.running
     receiver.stop()  # stopping a never-started receiver is harmless
 
@@ -388,7 +388,7 @@ def test_span_links_are_flattened(receiver, make_tracer):
         pass
     [second] = receiver.spans("second")
     [first_rec] = receiver.spans("first")
-    assert [(l.trace_id, l.span_id, l.attributes) for l in second.links] == [
+    assert [(k.trace_id, k.span_id, k.attributes) for k in second.links] == [
         (first_rec.trace_id, first_rec.span_id, {"why": "spawn"})
     ]
 

@@ -7,7 +7,7 @@ lifecycle methods of ``JupyterHub`` are wrapped:
 
 - ``init_tornado_application``: config read, database and handlers ready -> :meth:`HubTelemetry.attach`;
 - ``start``: the hub is up -> the snapshot refresher starts on its IOLoop;
-- ``cleanup``: the hub is stopping -> the refresher stops and telemetry is flushed within
+- ``cleanup``: the hub is stopping -> hooks come off and telemetry is flushed within
   ``OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT`` seconds.
 """
 
@@ -98,7 +98,8 @@ class JupyterHubInstrumentor(BaseInstrumentor):
         finally:
             with guarded("flushing telemetry at shutdown"):
                 if self._telemetry is not None:
-                    self._telemetry.stop()
+                    # hooks off and the registry as it was, so that each reader's own shutdown finds it intact
+                    self._telemetry.detach()
                     timeout = self._telemetry.settings.shutdown_timeout
                     took = shutdown_providers(timeout, self._providers)
                     log.info("jh_otel: telemetry flushed in %.2fs", took)
