@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from jh_otel.demo import render_config
+
 BIN = Path(sys.executable).parent
 SERVICE_TOKEN = "e2e-service-token-0123456789abcdef"
 PASSWORD = "correct-horse"
@@ -31,30 +33,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-CONFIG = """
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.should_start = True
-c.JupyterHub.db_url = "sqlite:///{dir}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{dir}/cookie_secret"
-c.JupyterHub.pid_file = "{dir}/hub.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = "{password}"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = "simple"
+# the demo hub's config (jh_otel.demo), plus a service to drive the REST API and a user whose spawn fails
+TEST_CONFIG = """
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 c.Spawner.default_url = "/api/status"
-c.Spawner.args = ["--allow-root"]  # CI and these machines run as root
-c.JupyterHub.services = [{{"name": "e2e", "api_token": "{token}"}}]
-c.JupyterHub.load_roles = [{{
+c.JupyterHub.pid_file = "{dir}/hub.pid"
+c.JupyterHub.services.append({{"name": "e2e", "api_token": "{token}"}})
+c.JupyterHub.load_roles.append({{
     "name": "e2e", "services": ["e2e"],
     "scopes": ["read:metrics", "admin:users", "admin:servers", "tokens", "read:hub"],
-}}]
+}})
 
 def _pre_spawn(spawner):
     # a spawn that fails for real: the server process exits at once
@@ -64,6 +53,19 @@ def _pre_spawn(spawner):
 c.Spawner.pre_spawn_hook = _pre_spawn
 {extra}
 """
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll ``url`` until it answers 200 (True), ``timeout`` passes or ``proc`` exits (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 class Hub:
@@ -79,13 +81,12 @@ class Hub:
         self.port, self.hub_port, self.proxy_api_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = self.dir / "jupyterhub_config.py"
+        token_file = self.dir / "metrics-token"
+        token_file.write_text("demo-metrics-token-0123456789")
         self.config.write_text(
-            CONFIG.format(
-                port=self.port,
-                hub_port=self.hub_port,
-                proxy_api_port=self.proxy_api_port,
+            render_config(self.dir, self.port, self.hub_port, self.proxy_api_port, PASSWORD, token_file)
+            + TEST_CONFIG.format(
                 dir=self.dir,
-                password=PASSWORD,
                 token=SERVICE_TOKEN,
                 failing=FAILING_USER,
                 python=sys.executable,
@@ -111,17 +112,9 @@ class Hub:
         self.proc = subprocess.Popen(
             self.command, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if requests.get(f"{self.url}/hub/health", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"hub did not answer within {timeout}s:\n{self.log()[-4000:]}")
+        if not wait_http(f"{self.url}/hub/health", timeout, self.proc):
+            raise RuntimeError(f"hub did not answer within {timeout}s:\n{self.log()[-4000:]}")
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -238,53 +238,40 @@ def _optional(message, name: str):
     return getattr(message, name) if message.HasField(name) else None
 
 
-def _number_point(point) -> DataPoint:
-    which = point.WhichOneof("value")
+def _point(point, **fields) -> DataPoint:
+    """A data point's common fields plus the kind-specific ``fields``."""
     return DataPoint(
         attributes=_attributes(point.attributes),
         start_time_unix_nano=point.start_time_unix_nano,
         time_unix_nano=point.time_unix_nano,
-        value=getattr(point, which) if which else None,
-        exemplars=len(point.exemplars),
+        **fields,
     )
 
 
-def _histogram_point(point) -> DataPoint:
-    return DataPoint(
-        attributes=_attributes(point.attributes),
-        start_time_unix_nano=point.start_time_unix_nano,
-        time_unix_nano=point.time_unix_nano,
+def _number_point(point) -> DataPoint:
+    which = point.WhichOneof("value")
+    return _point(point, value=getattr(point, which) if which else None, exemplars=len(point.exemplars))
+
+
+def _histogram_point(point, explicit: bool = True) -> DataPoint:
+    buckets = {"bucket_counts": list(point.bucket_counts), "explicit_bounds": list(point.explicit_bounds)}
+    return _point(
+        point,
         count=point.count,
         sum=_optional(point, "sum"),
         min=_optional(point, "min"),
         max=_optional(point, "max"),
-        bucket_counts=list(point.bucket_counts),
-        explicit_bounds=list(point.explicit_bounds),
         exemplars=len(point.exemplars),
+        **(buckets if explicit else {}),
     )
 
 
 def _exponential_histogram_point(point) -> DataPoint:
-    return DataPoint(
-        attributes=_attributes(point.attributes),
-        start_time_unix_nano=point.start_time_unix_nano,
-        time_unix_nano=point.time_unix_nano,
-        count=point.count,
-        sum=_optional(point, "sum"),
-        min=_optional(point, "min"),
-        max=_optional(point, "max"),
-        exemplars=len(point.exemplars),
-    )
+    return _histogram_point(point, explicit=False)
 
 
 def _summary_point(point) -> DataPoint:
-    return DataPoint(
-        attributes=_attributes(point.attributes),
-        start_time_unix_nano=point.start_time_unix_nano,
-        time_unix_nano=point.time_unix_nano,
-        count=point.count,
-        sum=point.sum,
-    )
+    return _point(point, count=point.count, sum=point.sum)
 
 
 def flatten_metrics(request, transport: str = "") -> list[Metric]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from hubproc import free_port
+from hubproc import free_port, wait_http
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -46,15 +45,9 @@ class Prometheus:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("prometheus did not become ready")
+        if not wait_http(f"{self.url}/-/ready", 30, self.proc):
+            raise RuntimeError("prometheus did not become ready")
+        return self
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         body = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()

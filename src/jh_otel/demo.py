@@ -36,6 +36,19 @@ c.JupyterHub.load_roles = [{{"name": "metrics", "services": ["metrics"], "scopes
 """
 
 
+def render_config(workdir: Path, port: int, hub_port: int, proxy_api_port: int, password: str, token_file: Path) -> str:
+    """The demo hub's ``jupyterhub_config.py`` (the end-to-end tests run the same, plus their own lines)."""
+    return CONFIG.format(
+        port=port,
+        hub_port=hub_port,
+        proxy_api_port=proxy_api_port,
+        dir=workdir,
+        password=password,
+        args=["--allow-root"] if os.geteuid() == 0 else [],
+        token_file=str(token_file),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jh_otel.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("jh-otel-demo"), help="working directory (created)")
@@ -56,17 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         token_file.write_text(secrets.token_hex(24))
         token_file.chmod(0o600)
     config = workdir / "jupyterhub_config.py"
-    config.write_text(
-        CONFIG.format(
-            port=args.port,
-            hub_port=args.port + 81,
-            proxy_api_port=args.port + 1,
-            dir=workdir,
-            password=args.password,
-            args=["--allow-root"] if os.geteuid() == 0 else [],
-            token_file=str(token_file),
-        )
-    )
+    config.write_text(render_config(workdir, args.port, args.port + 81, args.port + 1, args.password, token_file))
     otlp = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"

@@ -101,8 +101,7 @@ class JupyterHubInstrumentor(BaseInstrumentor):
                     # hooks off and the registry as it was, so that each reader's own shutdown finds it intact
                     self._telemetry.detach()
                     timeout = self._telemetry.settings.shutdown_timeout
-                    took = shutdown_providers(timeout, self._providers)
-                    log.info("jh_otel: telemetry flushed in %.2fs", took)
+                    shutdown_providers(timeout, self._providers)
 
     def _cleanup(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return self._cleanup_after(wrapped(*args, **kwargs))
@@ -116,5 +115,5 @@ class JupyterHubInstrumentor(BaseInstrumentor):
                     unwrap(JupyterHub, name)
                 self._hooked = False
             if self._telemetry is not None:
-                self._telemetry.detach()
+                self._telemetry.close()
                 self._telemetry = None

@@ -49,7 +49,8 @@ class Recorder:
             ).record
             self._method = "observe"
         self._series: dict[tuple[str, ...], tuple[Callable[[float], None], dict[str, str]]] = {}
-        for labelvalues in family.series or ((),) * (not family.labels):
+        # an unlabelled family has one series, which exists from the start like the declared ones
+        for labelvalues in family.series if family.labels else ((),):
             self._add_series(labelvalues, zero=True)
 
     def _add_series(self, labelvalues: tuple[str, ...], zero: bool = False) -> tuple[Any, dict[str, str]]:

@@ -40,6 +40,7 @@ class HubTelemetry:
         self.instruments = Instruments(self.catalogue, meter, self._snapshot)
         self.app: Any = None
         self._undo: list[Any] = []
+        self._unlog: list[Any] = []
 
     def _snapshot(self) -> Snapshot:
         return self.refresher.current if self.refresher is not None else Snapshot()
@@ -92,7 +93,7 @@ class HubTelemetry:
                 ours.removeHandler(handler)
             ours.propagate = True
 
-        self._undo.append(undo)
+        self._unlog.append(undo)
 
     def _wrap(self, module: str, name: str, wrapper: Any) -> None:
         wrapt.wrap_function_wrapper(module, name, wrapper)
@@ -115,8 +116,14 @@ class HubTelemetry:
             self.refresher.stop()
 
     def detach(self) -> None:
+        """Every hook off and the registry as it was; jh_otel keeps logging through the hub's handlers."""
         self.stop()
         while self._undo:
             with guarded("removing a hook"):
                 self._undo.pop()()
         self.app = None
+
+    def close(self) -> None:
+        self.detach()
+        while self._unlog:
+            self._unlog.pop()()

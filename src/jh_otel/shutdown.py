@@ -56,6 +56,9 @@ def shutdown_providers(timeout: float, providers: Iterable[Any] | None = None) -
     deadline = start + timeout
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+    took = time.monotonic() - start
     if any(thread.is_alive() for thread in threads):
         log.warning("jh_otel: telemetry not flushed within %.1fs of shutdown; dropping the rest", timeout)
-    return time.monotonic() - start
+    else:
+        log.info("jh_otel: telemetry flushed in %.2fs", took)
+    return took

@@ -156,7 +156,7 @@ def test_gauges_equal_the_rest_api(stack: Stack) -> None:
     users = stack.hub.api("GET", "/users").json()
     running = sum(1 for u in users for s in u.get("servers", {}).values() if s.get("ready"))
     text = stack.hub.scrape()
-    assert value(text, "jupyterhub_total_users") == len(users) == 3
+    assert value(text, "jupyterhub_total_users") == len(users) == 4  # alice, bob, broken and the demo's admin
     assert value(text, "jupyterhub_running_servers") == running == 1
     assert value(text, "jupyterhub_pending_servers") == 0
     # alice and bob logged in, so they were active in the last 24 h
@@ -303,7 +303,7 @@ def test_otlp_receives_the_same_catalogue(stack: Stack) -> None:
     assert latest("jupyterhub.login.success") == len(GOOD_LOGINS)
     assert latest("jupyterhub.login.failure") == BAD_LOGINS
     assert latest("jupyterhub.spawn.success", spawner_class=SPAWNER) == len(GOOD_LOGINS)
-    assert latest("jupyterhub.total_users") == 3
+    assert latest("jupyterhub.total_users") == 4
     assert latest("jupyterhub.running_servers") == 1
     assert latest("jupyterhub.server.spawn.duration", status="success") == len(GOOD_LOGINS)
     text = stack.hub.scrape()

@@ -86,7 +86,7 @@ def test_smoke(setup: str, tmp_path) -> None:
                 assert sample(text, "jupyterhub_login_success_total") == 1
                 assert sample(text, "jupyterhub_server_stop_seconds_count", status="success") == 1
                 assert sample(text, "jupyterhub_server_spawn_duration_seconds_count", status="success") == 1
-                assert sample(text, "jupyterhub_total_users") == 1
+                assert sample(text, "jupyterhub_total_users") == len(hub.api("GET", "/users").json())
                 assert sample(text, "jupyterhub_running_servers") == 0
                 if MAJOR >= 6:
                     assert sample(text, "jupyterhub_login_duration_seconds_count", status="LoginStatus.success") == 1
@@ -114,7 +114,7 @@ def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:
             requests.get(f"{hub.url}/hub/health", timeout=10)
         time.sleep(1)  # an export is now stuck waiting on the black hole
         took = hub.stop()
-        assert "telemetry flushed" in hub.log() or "telemetry not flushed" in hub.log()
+        assert "jh_otel: telemetry not flushed within 1.5s of shutdown; dropping the rest" in hub.log()
         # the target (2 s) is measured by benchmarks/; without jh_otel this takes 10 s or more
         assert took < 5, took
     finally:
