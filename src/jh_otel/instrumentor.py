@@ -45,6 +45,7 @@ class JupyterHubInstrumentor(BaseInstrumentor):
     """
 
     _telemetry: HubTelemetry | None = None
+    _make_telemetry: Any = None
     _hooked = False
     _providers: list[Any] | None = None
 
@@ -63,11 +64,13 @@ class JupyterHubInstrumentor(BaseInstrumentor):
             meter_provider = kwargs.get("meter_provider")
             meter = get_meter(__name__, __version__, meter_provider)
             self._providers = [meter_provider] if meter_provider is not None else None
-            self._telemetry = HubTelemetry(settings, meter, kwargs.get("registry", REGISTRY))
+            registry = kwargs.get("registry", REGISTRY)
+            # instruments are created when a hub starts, not in every process that runs under the wrapper
+            self._make_telemetry = lambda: HubTelemetry(settings, meter, registry)
             wrapt.register_post_import_hook(self._hook_app, "jupyterhub.app")
 
     def _hook_app(self, module: Any) -> None:
-        if self._telemetry is None or self._hooked:
+        if self._make_telemetry is None or self._hooked:
             return
         with guarded("hooking JupyterHub"):
             wrapt.wrap_function_wrapper(module, "JupyterHub.init_tornado_application", self._attach)
@@ -78,6 +81,8 @@ class JupyterHubInstrumentor(BaseInstrumentor):
     def _attach(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
         with guarded("attaching to the hub"):
+            if self._telemetry is None and self._make_telemetry is not None:
+                self._telemetry = self._make_telemetry()
             if self._telemetry is not None:
                 self._telemetry.attach(instance)
         return result
@@ -116,4 +121,4 @@ class JupyterHubInstrumentor(BaseInstrumentor):
                 self._hooked = False
             if self._telemetry is not None:
                 self._telemetry.close()
-                self._telemetry = None
+            self._telemetry = self._make_telemetry = None
