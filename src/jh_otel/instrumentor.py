@@ -21,7 +21,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import get_meter
+from opentelemetry.metrics import NoOpMeterProvider, get_meter
 from prometheus_client import REGISTRY
 
 from ._guard import guarded
@@ -62,8 +62,11 @@ class JupyterHubInstrumentor(BaseInstrumentor):
             for error in settings.errors:
                 log.error("%s", error)
             meter_provider = kwargs.get("meter_provider")
+            if meter_provider is None and not settings.pushes_metrics:
+                # Prometheus only: jh_otel serves the catalogue itself, OpenTelemetry's rendering would be dropped
+                meter_provider = NoOpMeterProvider()
             meter = get_meter(__name__, __version__, meter_provider)
-            self._providers = [meter_provider] if meter_provider is not None else None
+            self._providers = [kwargs["meter_provider"]] if "meter_provider" in kwargs else None
             registry = kwargs.get("registry", REGISTRY)
             # instruments are created when a hub starts, not in every process that runs under the wrapper
             self._make_telemetry = lambda: HubTelemetry(settings, meter, registry)

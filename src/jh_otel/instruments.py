@@ -30,7 +30,12 @@ OVERFLOW = "_other"
 
 
 class Recorder:
-    """Records one counter or histogram family into Prometheus and OpenTelemetry."""
+    """Records one counter or histogram family into Prometheus and OpenTelemetry.
+
+    A histogram is recorded on both sides. A counter is recorded once, in ``prometheus_client`` (about a
+    microsecond), and OpenTelemetry observes its cumulative values when it collects: an OTel synchronous record
+    costs some 15 microseconds per metric reader, on the hub's event loop.
+    """
 
     def __init__(self, family: Family, prefix: str, meter: Meter) -> None:
         self.family = family
@@ -38,9 +43,10 @@ class Recorder:
         desc, unit = family.help, family.unit
         otel_name = family.instrument(prefix)
         self.prometheus: Counter | Histogram
+        self._otel: Callable[[float, dict[str, str]], None] | None = None
         if family.kind is Kind.COUNTER:
             self.prometheus = Counter(name, desc, family.labels, registry=None)
-            self._otel = meter.create_counter(otel_name, unit=unit, description=desc).add
+            meter.create_observable_counter(otel_name, callbacks=[self._observe], unit=unit, description=desc)
             self._method = "inc"
         else:
             self.prometheus = Histogram(name, desc, family.labels, registry=None, buckets=family.buckets)
@@ -51,20 +57,17 @@ class Recorder:
         self._series: dict[tuple[str, ...], tuple[Callable[[float], None], dict[str, str]]] = {}
         # an unlabelled family has one series, which exists from the start like the declared ones
         for labelvalues in family.series if family.labels else ((),):
-            self._add_series(labelvalues, zero=True)
+            self._add_series(labelvalues)
 
-    def _add_series(self, labelvalues: tuple[str, ...], zero: bool = False) -> tuple[Any, dict[str, str]]:
+    def _add_series(self, labelvalues: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
         if len(self._series) >= MAX_SERIES:
             labelvalues = (OVERFLOW,) * len(labelvalues)
             if labelvalues in self._series:
                 return self._series[labelvalues]
             log.warning("jh_otel: %s has %d series; recording new ones as %s", self.family.name, MAX_SERIES, OVERFLOW)
         child = self.prometheus.labels(*labelvalues) if labelvalues else self.prometheus
-        attributes = dict(zip(self.family.labels, labelvalues))
-        entry = (getattr(child, self._method), attributes)
+        entry = (getattr(child, self._method), dict(zip(self.family.labels, labelvalues)))
         self._series[labelvalues] = entry
-        if zero and self.family.kind is Kind.COUNTER:
-            self._otel(0, attributes)
         return entry
 
     def record(self, value: float, labelvalues: tuple[str, ...] = ()) -> None:
@@ -74,7 +77,21 @@ class Recorder:
         except KeyError:
             prom, attributes = self._add_series(labelvalues)
         prom(value)
-        self._otel(value, attributes)
+        if self._otel is not None:
+            self._otel(value, attributes)
+
+    def _observe(self, options: CallbackOptions) -> list[Observation]:
+        """The counter's cumulative values, for OpenTelemetry's collection."""
+        try:
+            return [
+                Observation(sample.value, sample.labels)
+                for metric in self.prometheus.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            ]
+        except Exception:
+            log.warning("jh_otel: could not observe %s", self.family.name, exc_info=True)
+            return []
 
 
 class Instruments:

@@ -41,7 +41,15 @@ class Settings:
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
+    metrics_exporters: tuple[str, ...] = ("otlp",)
+    """``OTEL_METRICS_EXPORTER`` (read, not validated: the SDK owns it; default ``otlp`` as in the distro)."""
     errors: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def pushes_metrics(self) -> bool:
+        """Whether any metrics exporter besides the Prometheus pull endpoint is configured."""
+        return not set(self.metrics_exporters) <= {"prometheus", "none"}
+
     """One line per rejected variable (already applied: the setting kept its default)."""
 
 
@@ -157,6 +165,8 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
                 f"jh_otel: {var.name}={raw!r} is invalid: expected {var.accepted}; "
                 f"using the default {getattr(defaults, var.field)!r}"
             )
+    exporters = environ.get("OTEL_METRICS_EXPORTER", "").split(",")
+    values["metrics_exporters"] = tuple(e.strip() for e in exporters if e.strip()) or defaults.metrics_exporters
     known = {f.name for f in fields(Settings)}
     assert set(values) <= known
     return Settings(**values, errors=tuple(errors))  # type: ignore[arg-type]

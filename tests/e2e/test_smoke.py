@@ -54,7 +54,8 @@ class BlackHole:
 
 @pytest.mark.parametrize("setup", ["opentelemetry-instrument", "config-line"])
 def test_smoke(setup: str, tmp_path) -> None:
-    """Spawn, stop and login are exported exactly once on both endpoints and over OTLP/HTTP; shutdown is quick."""
+    """Spawn, stop and login are exported exactly once on both endpoints and over OTLP/HTTP; a bad setting is one
+    log line and changes nothing else."""
     exporter_port = free_port()
     with OTLPReceiver() as receiver:
         env = {
@@ -68,6 +69,7 @@ def test_smoke(setup: str, tmp_path) -> None:
             "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
             "OTEL_EXPORTER_PROMETHEUS_PORT": str(exporter_port),
             "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "1",
+            "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT": "forever",  # bad: reported, default kept, hub serves
         }
         wrapper = setup == "opentelemetry-instrument"
         extra = "" if wrapper else "import jh_otel; jh_otel.configure()"
@@ -94,6 +96,10 @@ def test_smoke(setup: str, tmp_path) -> None:
             point = receiver.latest_metric("jupyterhub.spawn.success").data_points[0]
             assert point.value == 1 and point.attributes == {"spawner_class": "SimpleLocalProcessSpawner"}
             assert all(m.transport == "http" for m in receiver.metrics())
+            assert (
+                "jh_otel: OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT='forever' is invalid: expected a number of "
+                "seconds from 0 to 30; using the default 1.5\n" in hub.log()
+            )
 
 
 def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:

@@ -49,6 +49,23 @@ def test_invalid_values_give_one_line_and_the_default(variable: str, raw: str, a
     assert f"using the default {default}" in error
 
 
+@pytest.mark.parametrize(
+    ("value", "pushes"),
+    [
+        (None, True),
+        ("otlp", True),
+        ("prometheus", False),
+        ("prometheus, none", False),
+        ("prometheus,otlp", True),
+        ("console", True),
+    ],
+)
+def test_whether_metrics_are_pushed_follows_otel_metrics_exporter(value: str | None, pushes: bool) -> None:
+    """Only a pull-only OTEL_METRICS_EXPORTER (prometheus, none) means nothing is pushed."""
+    environ = {} if value is None else {"OTEL_METRICS_EXPORTER": value}
+    assert parse_settings(environ).pushes_metrics is pushes
+
+
 def test_one_bad_variable_does_not_spoil_the_others() -> None:
     """Valid variables still apply when another one is rejected."""
     settings = parse_settings(
