@@ -3,7 +3,7 @@
 
 Run from the repository root with the project's venv::
 
-    .venv/bin/python benchmarks/run.py            # full: 10 s per load run, 3 interleaved rounds
+    .venv/bin/python benchmarks/run.py            # full: 10 s per load run, 5 interleaved rounds
     .venv/bin/python benchmarks/run.py --quick    # smoke: 3 s per load run, 1 round
 
 Both hubs run at the same time (on loopback only) and every load measurement alternates between them (ABBA
@@ -14,6 +14,7 @@ Prints a markdown table and writes benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -65,7 +66,7 @@ class Mode:
     shutdown_reps: int  # pairs of hubs for the shutdown measurement
 
 
-FULL = Mode("full", duration=10, warmup=3, rounds=3, scrapes=20, probe=8, shutdown_reps=3)
+FULL = Mode("full", duration=10, warmup=3, rounds=5, scrapes=20, probe=8, shutdown_reps=3)
 QUICK = Mode("quick", duration=3, warmup=1, rounds=1, scrapes=20, probe=4, shutdown_reps=1)
 
 SMALL_USERS = 200
@@ -191,7 +192,9 @@ def measure_load(hub: Hub, path: str, headers: dict[str, str], duration: float, 
     machine_after = psutil.cpu_times()
     busy = lambda t: t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)  # noqa: E731
     total = lambda t: busy(t) + t.idle + getattr(t, "iowait", 0)  # noqa: E731
-    machine_busy = (busy(machine_after) - busy(machine_before)) / max(1e-9, total(machine_after) - total(machine_before))
+    wall = max(1e-9, total(machine_after) - total(machine_before))
+    machine_busy = (busy(machine_after) - busy(machine_before)) / wall
+    steal = (getattr(machine_after, "steal", 0) - getattr(machine_before, "steal", 0)) / wall
     return {
         "tool": result.tool,
         "ok": result.ok,
@@ -203,6 +206,7 @@ def measure_load(hub: Hub, path: str, headers: dict[str, str], duration: float, 
         "hub_cpu_utilisation": round(cpu / result.elapsed, 3) if result.elapsed else None,
         "loadgen_cpu_utilisation": round(result.loadgen_cpu / result.elapsed, 3) if result.elapsed else None,
         "machine_busy_fraction": round(machine_busy, 3),  # of all cores
+        "machine_steal_fraction": round(steal, 3),  # taken by the hypervisor, of all cores
     }
 
 
@@ -215,10 +219,18 @@ def throughput(hubs: dict[str, Hub], path: str, headers: dict[str, str], mode: M
         for variant in order:
             run = measure_load(hubs[variant], path, headers, mode.duration, loader)
             runs[variant].append(run)
-            log(f"  {path} round {r + 1} {variant}: {run['rps']:.0f} req/s, "
+            log(
+                f"  {path} round {r + 1} {variant}: {run['rps']:.0f} req/s, "
                 f"{run['hub_cpu_per_request_us']} us CPU/req, hub CPU {run['hub_cpu_utilisation']:.2f}, "
-                f"loadgen CPU {run['loadgen_cpu_utilisation']:.2f}, errors {run['errors']}")
-    summary = {}
+                f"loadgen CPU {run['loadgen_cpu_utilisation']:.2f}, errors {run['errors']}"
+            )
+    # rounds alternate, so each round is a pair measured seconds apart: their ratio cancels slow drift
+    paired = [o["rps"] / p["rps"] for p, o in zip(runs[PLAIN], runs[OTEL]) if p["rps"]]
+    log(f"  {path}: per-round jh_otel/plain throughput ratios {[round(r, 2) for r in paired]}")
+    summary: dict[str, Any] = {
+        "paired_ratios": [round(r, 3) for r in paired],
+        "paired_ratio_median": round(statistics.median(paired), 3) if paired else None,
+    }
     for variant in VARIANTS:
         rps = [run["rps"] for run in runs[variant]]
         cpu = [run["hub_cpu_per_request_us"] for run in runs[variant] if run["hub_cpu_per_request_us"]]
@@ -278,6 +290,12 @@ def hub_metrics_text(hub: Hub) -> str:
     return response.text
 
 
+def user_count(hub: Hub) -> int:
+    response = requests.get(f"http://{HOST}:{hub.hub_port}/hub/api/users", headers=AUTH, timeout=60)
+    response.raise_for_status()
+    return len(response.json())
+
+
 def wait_total_users(hub: Hub, expected: int, timeout: float) -> float | None:
     """Poll /hub/metrics until jupyterhub_total_users == expected; returns seconds waited or None."""
     start = time.monotonic()
@@ -303,11 +321,13 @@ def create_users(hubs: dict[str, Hub], start: int, stop: int) -> dict[str, float
         try:
             for first in range(start, stop, BATCH):
                 names = [f"user{i:05d}" for i in range(first, min(stop, first + BATCH))]
-                response = session.post(f"http://{HOST}:{hub.hub_port}/hub/api/users", headers=AUTH,
-                                        json={"usernames": names}, timeout=600)
+                response = session.post(
+                    f"http://{HOST}:{hub.hub_port}/hub/api/users", headers=AUTH, json={"usernames": names}, timeout=600
+                )
                 if response.status_code != 201:
-                    failures.append(f"{variant}: creating {len(names)} users -> {response.status_code}: "
-                                    f"{response.text[:300]}")
+                    failures.append(
+                        f"{variant}: creating {len(names)} users -> {response.status_code}: {response.text[:300]}"
+                    )
                     return
         except requests.RequestException as error:
             failures.append(f"{variant}: {error}")
@@ -328,8 +348,11 @@ def create_users(hubs: dict[str, Hub], start: int, stop: int) -> dict[str, float
 def rss(hub: Hub) -> dict[str, float]:
     process = psutil.Process(hub.proc.pid)
     info = process.memory_full_info()
-    return {"rss_mib": round(info.rss / MIB, 1), "pss_mib": round(info.pss / MIB, 1),
-            "uss_mib": round(info.uss / MIB, 1)}
+    return {
+        "rss_mib": round(info.rss / MIB, 1),
+        "pss_mib": round(info.pss / MIB, 1),
+        "uss_mib": round(info.uss / MIB, 1),
+    }
 
 
 def latency_probe(port: int, seconds: float) -> dict[str, Any]:
@@ -389,8 +412,12 @@ def offline_count_users(db_path: Path, repetitions: int = 20) -> dict[str, Any]:
         db.close()
         engine.dispose()
         copy.unlink(missing_ok=True)
-    return {"users": total, "median_ms": round(1000 * statistics.median(times), 2),
-            "max_ms": round(1000 * max(times), 2), "n": repetitions}
+    return {
+        "users": total,
+        "median_ms": round(1000 * statistics.median(times), 2),
+        "max_ms": round(1000 * max(times), 2),
+        "n": repetitions,
+    }
 
 
 def light_traffic(hub: Hub, n: int = 50) -> None:
@@ -410,6 +437,9 @@ def light_traffic(hub: Hub, n: int = 50) -> None:
 # --------------------------------------------------------------------------
 
 
+PROTOCOL = {"value": "grpc"}  # set from --otlp-protocol
+
+
 def otel_env(otlp_endpoint: str, traces: str = "none") -> tuple[dict[str, str], int]:
     exporter_port = free_port()
     return {
@@ -418,7 +448,7 @@ def otel_env(otlp_endpoint: str, traces: str = "none") -> tuple[dict[str, str], 
         "OTEL_TRACES_EXPORTER": traces,
         "OTEL_LOGS_EXPORTER": "none",
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": PROTOCOL["value"],
         "OTEL_EXPORTER_PROMETHEUS_HOST": HOST,
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(exporter_port),
         "OTEL_METRIC_EXPORT_INTERVAL": "5000",
@@ -461,20 +491,26 @@ def shutdown_unreachable(workdir: Path, reps: int) -> dict[str, Any]:
                 hub = hubs[variant]
                 took = hub.stop()
                 text = hub.log()
-                flushed = re.findall(r"telemetry flushed in ([\d.]+)s", text)
-                results[variant].append({
-                    "seconds": round(took, 3),
-                    "returncode": hub.proc.returncode,
-                    "jh_otel_flush_s": float(flushed[-1]) if flushed else None,
-                    "flush_timeout_warning": "not flushed within" in text,
-                })
-                log(f"  shutdown rep {rep + 1} {variant}: {took:.2f}s (exit {hub.proc.returncode}, "
-                    f"jh_otel flush {results[variant][-1]['jh_otel_flush_s']}s)")
+                results[variant].append(
+                    {
+                        "seconds": round(took, 3),
+                        "returncode": hub.proc.returncode,
+                        # jh_otel gave up flushing after OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT (default 0.5 s)
+                        "flush_timeout_warning": "not flushed within" in text,
+                    }
+                )
+                log(
+                    f"  shutdown rep {rep + 1} {variant}: {took:.2f}s (exit {hub.proc.returncode}, "
+                    f"flush timed out: {results[variant][-1]['flush_timeout_warning']})"
+                )
         finally:
             stop_all(hubs)
     return {
-        v: {"max_s": max(r["seconds"] for r in results[v]), "median_s": statistics.median(r["seconds"] for r in results[v]),
-            "runs": results[v]}
+        v: {
+            "max_s": max(r["seconds"] for r in results[v]),
+            "median_s": statistics.median([r["seconds"] for r in results[v]]),
+            "runs": results[v],
+        }
         for v in VARIANTS
     }
 
@@ -502,64 +538,159 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def mode_probe(results: dict[str, Any]) -> str:
+    return f"{results['mode']['probe']:.0f} s"
+
+
 def table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str, str]] = []
     h = results["health"]
-    p, o = h[PLAIN]["rps_median"], h[OTEL]["rps_median"]
-    rows.append(("/hub/health throughput, req/s (median of rounds)", fmt(p, 0), fmt(o, 0), ratio(p, o),
-                 f">= {HEALTH_RATIO_TARGET}x: {verdict(o >= HEALTH_RATIO_TARGET * p)}"))
-    rows.append(("/hub/health hub CPU per request, us", fmt(h[PLAIN]["hub_cpu_per_request_us_median"]),
-                 fmt(h[OTEL]["hub_cpu_per_request_us_median"]),
-                 ratio(h[PLAIN]["hub_cpu_per_request_us_median"], h[OTEL]["hub_cpu_per_request_us_median"]), ""))
+    p, o, paired = h[PLAIN]["rps_median"], h[OTEL]["rps_median"], h["paired_ratio_median"]
+    rows.append(
+        (
+            f"/hub/health throughput, req/s (median of {len(h[PLAIN]['runs'])} rounds; ratio: median of "
+            f"per-round ratios)",
+            fmt(p, 0),
+            fmt(o, 0),
+            f"{paired:.2f}x",
+            f">= {HEALTH_RATIO_TARGET}x: {verdict(paired >= HEALTH_RATIO_TARGET)}",
+        )
+    )
+    rows.append(
+        (
+            "/hub/health hub CPU per request, us",
+            fmt(h[PLAIN]["hub_cpu_per_request_us_median"]),
+            fmt(h[OTEL]["hub_cpu_per_request_us_median"]),
+            ratio(h[PLAIN]["hub_cpu_per_request_us_median"], h[OTEL]["hub_cpu_per_request_us_median"]),
+            "",
+        )
+    )
     u = results["users_api"]
-    rows.append((f"/hub/api/users ({SMALL_USERS} users) throughput, req/s", fmt(u[PLAIN]["rps_median"]),
-                 fmt(u[OTEL]["rps_median"]), ratio(u[PLAIN]["rps_median"], u[OTEL]["rps_median"]), ""))
-    rows.append((f"/hub/api/users hub CPU per request, us", fmt(u[PLAIN]["hub_cpu_per_request_us_median"], 0),
-                 fmt(u[OTEL]["hub_cpu_per_request_us_median"], 0),
-                 ratio(u[PLAIN]["hub_cpu_per_request_us_median"], u[OTEL]["hub_cpu_per_request_us_median"]), ""))
+    rows.append(
+        (
+            f"/hub/api/users ({SMALL_USERS} users) throughput, req/s",
+            fmt(u[PLAIN]["rps_median"]),
+            fmt(u[OTEL]["rps_median"]),
+            f"{u['paired_ratio_median']:.2f}x",
+            "",
+        )
+    )
+    up, uo = u[PLAIN]["hub_cpu_per_request_us_median"], u[OTEL]["hub_cpu_per_request_us_median"]
+    rows.append(("/hub/api/users hub CPU per request, ms", fmt(up / 1000, 1), fmt(uo / 1000, 1), ratio(up, uo), ""))
     m = results["memory"]
     delta = m["small"][OTEL]["rss_mib"] - m["small"][PLAIN]["rss_mib"]
-    rows.append((f"hub RSS after warm-up, {SMALL_USERS} users, MiB", fmt(m["small"][PLAIN]["rss_mib"]),
-                 fmt(m["small"][OTEL]["rss_mib"]), f"+{delta:.1f} MiB",
-                 f"<= +{RSS_DELTA_MIB_TARGET:.0f} MiB: {verdict(delta <= RSS_DELTA_MIB_TARGET)}"))
+    rows.append(
+        (
+            f"hub RSS after warm-up, {SMALL_USERS} users, MiB",
+            fmt(m["small"][PLAIN]["rss_mib"]),
+            fmt(m["small"][OTEL]["rss_mib"]),
+            f"{delta:+.1f} MiB",
+            f"<= +{RSS_DELTA_MIB_TARGET:.0f} MiB: {verdict(delta <= RSS_DELTA_MIB_TARGET)}",
+        )
+    )
     if "large" in m:
         d = m["large"][OTEL]["rss_mib"] - m["large"][PLAIN]["rss_mib"]
-        rows.append((f"hub RSS at {LARGE_USERS:,} users, MiB", fmt(m["large"][PLAIN]["rss_mib"]),
-                     fmt(m["large"][OTEL]["rss_mib"]), f"+{d:.1f} MiB", ""))
+        rows.append(
+            (
+                f"hub RSS at {LARGE_USERS:,} users, MiB",
+                fmt(m["large"][PLAIN]["rss_mib"]),
+                fmt(m["large"][OTEL]["rss_mib"]),
+                f"{d:+.1f} MiB",
+                "",
+            )
+        )
     for key, users in (("small", SMALL_USERS), ("large", LARGE_USERS)):
         s = results["scrape"].get(key)
         if not s:
             continue
         hp, ho = s["hub_metrics"][PLAIN], s["hub_metrics"][OTEL]
-        rows.append((f"/hub/metrics size at {users:,} users, bytes", fmt(hp["bytes"]), fmt(ho["bytes"]),
-                     ratio(hp["bytes"], ho["bytes"]), ""))
+        rows.append(
+            (
+                f"/hub/metrics size at {users:,} users, bytes",
+                fmt(hp["bytes"]),
+                fmt(ho["bytes"]),
+                ratio(hp["bytes"], ho["bytes"]),
+                "",
+            )
+        )
         target = ""
         if key == "large":
             target = f"< {SCRAPE_MS_TARGET:.0f} ms: {verdict(ho['median_ms'] < SCRAPE_MS_TARGET)}"
-        rows.append((f"/hub/metrics scrape at {users:,} users, median ms", fmt(hp["median_ms"], 2),
-                     fmt(ho["median_ms"], 2), ratio(hp["median_ms"], ho["median_ms"]), target))
+        rows.append(
+            (
+                f"/hub/metrics scrape at {users:,} users, median ms",
+                fmt(hp["median_ms"], 2),
+                fmt(ho["median_ms"], 2),
+                ratio(hp["median_ms"], ho["median_ms"]),
+                target,
+            )
+        )
         if "hub_metrics_via_proxy" in s:
             pp, po = s["hub_metrics_via_proxy"][PLAIN], s["hub_metrics_via_proxy"][OTEL]
-            rows.append((f"/hub/metrics via the proxy at {users:,} users, median ms", fmt(pp["median_ms"], 2),
-                         fmt(po["median_ms"], 2), ratio(pp["median_ms"], po["median_ms"]),
-                         f"< {SCRAPE_MS_TARGET:.0f} ms: {verdict(po['median_ms'] < SCRAPE_MS_TARGET)}"))
+            rows.append(
+                (
+                    f"/hub/metrics via the proxy at {users:,} users, median ms",
+                    fmt(pp["median_ms"], 2),
+                    fmt(po["median_ms"], 2),
+                    ratio(pp["median_ms"], po["median_ms"]),
+                    f"< {SCRAPE_MS_TARGET:.0f} ms: {verdict(po['median_ms'] < SCRAPE_MS_TARGET)}",
+                )
+            )
         e = s["exporter_metrics"]
-        rows.append((f"exporter-port /metrics at {users:,} users: bytes / median ms", "—",
-                     f"{fmt(e['bytes'])} / {fmt(e['median_ms'], 2)}", "—",
-                     f"< {SCRAPE_MS_TARGET:.0f} ms: {verdict(e['median_ms'] < SCRAPE_MS_TARGET)}" if key == "large" else ""))
+        target = f"< {SCRAPE_MS_TARGET:.0f} ms: {verdict(e['median_ms'] < SCRAPE_MS_TARGET)}" if key == "large" else ""
+        rows.append(
+            (
+                f"exporter-port /metrics at {users:,} users: bytes / median ms",
+                "—",
+                f"{fmt(e['bytes'])} / {fmt(e['median_ms'], 2)}",
+                "—",
+                target,
+            )
+        )
     lp = results.get("event_loop_probe")
     if lp:
-        rows.append((f"/hub/health latency at {LARGE_USERS:,} users, back-to-back: p99 / max ms",
-                     f"{fmt(lp[PLAIN]['p99_ms'], 2)} / {fmt(lp[PLAIN]['max_ms'], 1)}",
-                     f"{fmt(lp[OTEL]['p99_ms'], 2)} / {fmt(lp[OTEL]['max_ms'], 1)}", "", ""))
+        rows.append(
+            (
+                f"/hub/health latency at {LARGE_USERS:,} users, back-to-back for {mode_probe(results)}: "
+                "p99 / max ms (max = longest event-loop block)",
+                f"{fmt(lp[PLAIN]['p99_ms'], 2)} / {fmt(lp[PLAIN]['max_ms'], 1)}",
+                f"{fmt(lp[OTEL]['p99_ms'], 2)} / {fmt(lp[OTEL]['max_ms'], 1)}",
+                "",
+                "",
+            )
+        )
     cu = results.get("snapshot_queries_offline")
     if cu:
-        rows.append((f"snapshot queries (count_users) at {cu['users']:,} users, median ms (offline)", "—",
-                     fmt(cu["median_ms"], 2), "—", ""))
+        rows.append(
+            (
+                f"snapshot queries (count_users) at {cu['users']:,} users, median ms (offline)",
+                "—",
+                fmt(cu["median_ms"], 2),
+                "—",
+                "",
+            )
+        )
+    live = results.get("shutdown_live_collector_s")
+    if live:
+        rows.append(
+            (
+                f"shutdown at {LARGE_USERS:,} users, live OTLP receiver, s",
+                fmt(live[PLAIN], 2),
+                fmt(live[OTEL], 2),
+                ratio(live[PLAIN], live[OTEL]),
+                "",
+            )
+        )
     sd = results["shutdown_unreachable"]
-    rows.append((f"shutdown, OTLP collector unreachable, max of {len(sd[OTEL]['runs'])} s",
-                 fmt(sd[PLAIN]["max_s"], 2), fmt(sd[OTEL]["max_s"], 2), ratio(sd[PLAIN]["max_s"], sd[OTEL]["max_s"]),
-                 f"< {SHUTDOWN_S_TARGET:.0f} s: {verdict(sd[OTEL]['max_s'] < SHUTDOWN_S_TARGET)}"))
+    rows.append(
+        (
+            f"shutdown, OTLP collector unreachable, max of {len(sd[OTEL]['runs'])} s",
+            fmt(sd[PLAIN]["max_s"], 2),
+            fmt(sd[OTEL]["max_s"], 2),
+            ratio(sd[PLAIN]["max_s"], sd[OTEL]["max_s"]),
+            f"< {SHUTDOWN_S_TARGET:.0f} s: {verdict(sd[OTEL]['max_s'] < SHUTDOWN_S_TARGET)}",
+        )
+    )
     lines = ["| metric | plain | jh_otel | ratio | target |", "|---|---:|---:|---:|---|"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join(lines)
@@ -574,8 +705,14 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "cpus": str(os.cpu_count())}
-    for package in ("jupyterhub", "jh-otel", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc",
-                    "opentelemetry-exporter-prometheus", "prometheus_client"):
+    for package in (
+        "jupyterhub",
+        "jh-otel",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-grpc",
+        "opentelemetry-exporter-prometheus",
+        "prometheus_client",
+    ):
         try:
             out[package] = version(package)
         except PackageNotFoundError:
@@ -583,14 +720,42 @@ def versions() -> dict[str, str]:
     return out
 
 
+def code_state() -> dict[str, Any]:
+    """The commit and any uncommitted change under src/ and tests/ (the code both hubs ran)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    diff = git("diff", "HEAD", "--", "src", "tests", "pyproject.toml")
+    return {
+        "head": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": git("status", "--porcelain", "--", "src", "tests", "pyproject.toml").splitlines(),
+        "diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:12] if diff else "",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 s load runs and one round: a smoke run")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator (auto: wrk if on PATH, else the built-in Python one)")
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator (auto: wrk if on PATH, else the built-in Python one)",
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results.json")
     parser.add_argument("--keep", action="store_true", help="keep the hubs' working directories (and logs)")
+    parser.add_argument(
+        "--otlp-protocol",
+        choices=("grpc", "http/protobuf"),
+        default="grpc",
+        help="OTLP transport of the jh_otel hub (grpc, the distro's default, imports grpcio: ~9 MiB)",
+    )
     args = parser.parse_args()
+    PROTOCOL["value"] = args.otlp_protocol
     mode = QUICK if args.quick else FULL
 
     wrk = shutil.which("wrk")
@@ -608,20 +773,25 @@ def main() -> int:
     results: dict[str, Any] = {
         "mode": mode.__dict__,
         "load_generator": tool,
+        "otlp_protocol": args.otlp_protocol,
         "connections": CONNECTIONS,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "workdir": str(workdir),
+        "code": code_state(),
     }
     receiver = OTLPReceiver().start()
     hubs: dict[str, Hub] = {}
     ok = False
     try:
-        env, exporter_port = otel_env(receiver.grpc_endpoint)
+        endpoint = receiver.grpc_endpoint if PROTOCOL["value"] == "grpc" else receiver.http_endpoint
+        env, exporter_port = otel_env(endpoint)
         hubs = start_pair(workdir / "main", env)
         results["exporter_port"] = exporter_port
 
-        log(f"creating {SMALL_USERS} users on each hub")
+        baseline = {v: user_count(h) for v, h in hubs.items()}  # JupyterHub creates an "admin" user
+        results["users_before"] = baseline
+        log(f"creating {SMALL_USERS} users on each hub (there were {baseline})")
         results["create_small_s"] = create_users(hubs, 0, SMALL_USERS)
 
         log("/hub/health throughput")
@@ -639,21 +809,30 @@ def main() -> int:
                 s["hub_metrics_via_proxy"][variant] = scrape_stats(hub.port, "/hub/metrics", AUTH, mode.scrapes)
             s["exporter_metrics"] = scrape_stats(exporter_port, "/metrics", None, mode.scrapes)
             results["scrape"][label] = s
-            log(f"scrapes ({label}): " + json.dumps({k: {v: d.get("median_ms") for v, d in val.items()}
-                                                     if k != "exporter_metrics" else val["median_ms"]
-                                                     for k, val in s.items()}))
+            log(
+                f"scrapes ({label}): "
+                + json.dumps(
+                    {
+                        k: {v: d.get("median_ms") for v, d in val.items()}
+                        if k != "exporter_metrics"
+                        else val["median_ms"]
+                        for k, val in s.items()
+                    }
+                )
+            )
 
         results["scrape"] = {}
-        results["snapshot_wait_small_s"] = wait_total_users(hubs[OTEL], SMALL_USERS, 30)
+        results["snapshot_wait_small_s"] = wait_total_users(hubs[OTEL], baseline[OTEL] + SMALL_USERS, 30)
         scrape_all("small")
 
         log(f"creating users up to {LARGE_USERS:,} on each hub, batches of {BATCH}")
         results["create_large_s"] = create_users(hubs, SMALL_USERS, LARGE_USERS)
-        log(f"  took {results['create_large_s']}")
-        results["snapshot_wait_large_s"] = wait_total_users(hubs[OTEL], LARGE_USERS, 30)
+        log(f"  took {results['create_large_s']} s (both hubs filled at the same time)")
+        results["snapshot_wait_large_s"] = wait_total_users(hubs[OTEL], baseline[OTEL] + LARGE_USERS, 30)
         log(f"  jh_otel snapshot shows {LARGE_USERS} users after {results['snapshot_wait_large_s']}s")
-        results["total_users_reported"] = {v: metric_value(hub_metrics_text(h), "jupyterhub_total_users")
-                                           for v, h in hubs.items()}
+        results["total_users_reported"] = {
+            v: metric_value(hub_metrics_text(h), "jupyterhub_total_users") for v, h in hubs.items()
+        }
         scrape_all("large")
         results["memory"]["large"] = {v: rss(h) for v, h in hubs.items()}
 
@@ -661,8 +840,10 @@ def main() -> int:
         results["event_loop_probe"] = {v: latency_probe(hubs[v].hub_port, mode.probe) for v in VARIANTS}
         for v in VARIANTS:
             p = results["event_loop_probe"][v]
-            log(f"  {v}: median {p['median_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms, "
-                f"spikes {p['spike_count']}: {p['spikes'][:10]}")
+            log(
+                f"  {v}: median {p['median_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms, "
+                f"spikes {p['spike_count']}: {p['spikes'][:10]}"
+            )
         results["snapshot_queries_offline"] = offline_count_users(hubs[OTEL].dir / "jupyterhub.sqlite")
         log(f"  jh_otel snapshot queries at {LARGE_USERS:,} users: {results['snapshot_queries_offline']}")
 
@@ -677,6 +858,10 @@ def main() -> int:
         stop_all(hubs)
         receiver.stop()
         results["run_time_s"] = round(time.monotonic() - started, 1)
+        results["code_at_end"] = code_state()
+        results["code_changed_during_run"] = results["code_at_end"] != results["code"]
+        if results["code_changed_during_run"]:
+            log(f"WARNING: src/ or tests/ changed during the run: {results['code']} -> {results['code_at_end']}")
         if ok:
             args.output.write_text(json.dumps(results, indent=2) + "\n")
             if not args.keep:
@@ -686,8 +871,11 @@ def main() -> int:
     print()
     print(table(results))
     print()
-    print(f"load generator: {tool}; mode: {mode.name}; run time {results['run_time_s']}s; "
-          f"results: {args.output}")
+    print(
+        f"load generator: {tool}; mode: {mode.name}; code {results['code']['head']}"
+        f"{' + uncommitted changes' if results['code']['uncommitted'] else ''}; run time {results['run_time_s']}s; "
+        f"results: {args.output}"
+    )
     return 0
 
 

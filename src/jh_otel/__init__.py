@@ -24,7 +24,7 @@ Variable                                                Default     Meaning
 ======================================================  ==========  =================================================
 ``OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL``             ``15``      Seconds between hub-state snapshots (users,
                                                                     servers, memory, CPU gauges); 0.5 to 3600.
-``OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT``             ``1.5``     Seconds the hub's shutdown may spend flushing
+``OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT``             ``0.5``     Seconds the hub's shutdown may spend flushing
                                                                     telemetry; 0 to 30.
 ``OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION``    ``off``     ``off``: spawned servers do not inherit
                                                                     ``opentelemetry-instrument``; ``inherit``: they

@@ -33,7 +33,7 @@ class Settings:
 
     refresh_interval: float = 15.0
     """Seconds between two refreshes of the hub-state snapshot behind the observable gauges."""
-    shutdown_timeout: float = 1.5
+    shutdown_timeout: float = 0.5
     """Seconds jh_otel may spend flushing telemetry when the hub shuts down."""
     singleuser_instrumentation: str = "off"
     """``off``: spawned servers do not inherit ``opentelemetry-instrument``; ``inherit``: they do, with an

@@ -94,26 +94,39 @@ def count_servers(users: Any) -> tuple[int, dict[tuple[str, ...], float]]:
     return running, pending
 
 
+def _one_row(db: Any, statement: Any) -> Any:
+    """Run a read-only query without touching the hub's session state.
+
+    On its own pooled connection, the query neither joins nor ends the session's transaction: ending it (a
+    rollback) would expire every object the hub holds, which at 10,000 users froze the event loop for ~90 ms.
+    In-memory SQLite has a single shared connection, so there the query goes through the session, as JupyterHub's
+    own metrics collector does.
+    """
+    from sqlalchemy.pool import SingletonThreadPool, StaticPool
+
+    engine = db.get_bind()
+    if isinstance(engine.pool, SingletonThreadPool | StaticPool):
+        return db.execute(statement).one()
+    with engine.connect() as connection:
+        return connection.execute(statement).one()
+
+
 def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], float]]:
     """(total users, active users by period) in one query, whatever the number of users."""
     from jupyterhub import orm
-    from sqlalchemy import case, func
+    from sqlalchemy import case, func, select
 
     active = [
         func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0) for _, delta in PERIODS
     ]
-    total, *counts = db.query(func.count(orm.User.id), *active).one()
+    total, *counts = _one_row(db, select(func.count(orm.User.id), *active))
     return int(total), {(period,): int(value) for (period, _), value in zip(PERIODS, counts)}
 
 
 def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
-    """Read the hub's state; call it on the IOLoop thread only (it uses ``app.db``)."""
+    """Read the hub's state; call it on the IOLoop thread only (``app.users`` and ``app.db`` live there)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    try:
-        total, active = count_users(app.db, now)
-    finally:
-        # leave no transaction open on the hub's session
-        app.db.rollback()
+    total, active = count_users(app.db, now)
     running, pending = count_servers(app.users)
     rss, cpu = sampler.sample()
     return Snapshot(

@@ -21,7 +21,7 @@ INVALID = [
     ("OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL", "fast", "a number of seconds from 0.5 to 3600", "15.0"),
     ("OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL", "0", "a number of seconds from 0.5 to 3600", "15.0"),
     ("OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL", "nan", "a number of seconds from 0.5 to 3600", "15.0"),
-    ("OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT", "-1", "a number of seconds from 0 to 30", "1.5"),
+    ("OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT", "-1", "a number of seconds from 0 to 30", "0.5"),
     ("OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION", "yes", "one of off, inherit", "'off'"),
     ("JUPYTERHUB_METRICS_PREFIX", "my-hub", "a Prometheus name", "'jupyterhub'"),
     ("JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS", "2,1", "comma-separated increasing numbers", "(0.5,"),
@@ -72,6 +72,6 @@ def test_one_bad_variable_does_not_spoil_the_others() -> None:
         {"OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "3", "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT": "forever"}
     )
     assert settings.refresh_interval == 3.0
-    assert settings.shutdown_timeout == 1.5
+    assert settings.shutdown_timeout == 0.5
     assert len(settings.errors) == 1
     assert settings.spawn_buckets == DEFAULT_SPAWN_BUCKETS

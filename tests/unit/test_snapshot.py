@@ -7,15 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 
 from jh_otel.snapshot import ProcessSampler, Snapshot, SnapshotRefresher, count_servers, count_users, take_snapshot
 
 NOW = datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def database(users: int):
-    db = orm.new_session_factory("sqlite://")()
+def database(users: int, url: str = "sqlite://"):
+    db = orm.new_session_factory(url)()
     db.add_all(
         orm.User(name=f"user{i}", last_activity=NOW - timedelta(days=i % 40) if i % 5 else None) for i in range(users)
     )
@@ -72,16 +72,18 @@ def test_servers_are_counted_from_in_memory_state() -> None:
     assert pending == {("spawn",): 1, ("stop",): 1, ("check",): 0, ("rename",): 0}
 
 
-def test_take_snapshot_reads_everything_and_leaves_no_transaction() -> None:
-    """A snapshot holds users, servers and process figures, and the hub's session is left clean."""
-    db = database(20)
+@pytest.mark.parametrize("url", ["sqlite://", "file"])
+def test_take_snapshot_reads_everything_and_leaves_the_session_alone(url: str, tmp_path) -> None:
+    """A snapshot holds users, servers and process figures; the hub's loaded objects are not expired."""
+    db = database(20, f"sqlite:///{tmp_path / 'hub.sqlite'}" if url == "file" else url)
+    loaded = db.query(orm.User).all()
     app = SimpleNamespace(db=db, users={"a": SimpleNamespace(spawners={"": spawner(ready=True)})})
     snap = take_snapshot(app, ProcessSampler())
     assert snap.total_users == 20 and snap.running_servers == 1
     assert snap.hub_memory_usage_bytes > 0
     assert snap.hub_memory_total_bytes >= snap.hub_memory_usage_bytes
     assert snap.hub_cpu_usage_percent >= 0
-    assert not db.in_transaction()
+    assert not any(inspect(user).expired for user in loaded)
 
 
 def test_a_failed_refresh_keeps_the_previous_snapshot() -> None:
@@ -92,7 +94,7 @@ def test_a_failed_refresh_keeps_the_previous_snapshot() -> None:
     refresher.refresh()
     good = refresher()
     assert good.total_users == 3
-    app.db = SimpleNamespace(query=lambda *a: 1 / 0, rollback=lambda: None)
+    app.db = SimpleNamespace(get_bind=lambda: 1 / 0)
     refresher.refresh()
     assert refresher() is good
     assert Snapshot().total_users == 0
