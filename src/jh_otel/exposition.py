@@ -60,9 +60,13 @@ class Exposition:
                 self._swap(collector, WithoutFamilies(collector, self.names))
         self.registry.register(self.collector)
         self._added.append(self.collector)
+        log.info(
+            "jh_otel: serving %d metric families in place of %d collectors of JupyterHub and OpenTelemetry",
+            len(self.names),
+            len(self._removed),
+        )
 
     def _swap(self, old: Any, new: Any) -> None:
-        log.info("jh_otel: serving the catalogue's families in place of %r", old)
         self.registry.unregister(old)
         self._removed.append(old)
         if new is not None:
