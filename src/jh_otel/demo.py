@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print("configurable-http-proxy is not on PATH: npm install -g configurable-http-proxy", file=sys.stderr)
         return 2
     bin_dir = Path(sys.executable).parent
+    missing = [name for name in ("jupyterhub", "jupyterhub-singleuser") if not (bin_dir / name).exists()]
+    if missing:
+        found = " and ".join(missing)
+        print(f"{found} not found next to {sys.executable}: pip install 'jh-otel[demo]'", file=sys.stderr)
+        return 2
     workdir = args.dir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     token_file = workdir / "metrics-token"
