@@ -274,82 +274,81 @@ def _summary_point(point) -> DataPoint:
     return _point(point, count=point.count, sum=point.sum)
 
 
+def _scoped(resources, scopes: str, items: str):
+    """(resource attributes, scope, item) for every item of an export request."""
+    for entry in resources:
+        resource = _attributes(entry.resource.attributes)
+        for scoped in getattr(entry, scopes):
+            for item in getattr(scoped, items):
+                yield resource, scoped.scope, item
+
+
 def flatten_metrics(request, transport: str = "") -> list[Metric]:
     """Flatten an ``ExportMetricsServiceRequest`` into ``Metric`` records."""
     out: list[Metric] = []
-    for resource_metrics in request.resource_metrics:
-        resource = _attributes(resource_metrics.resource.attributes)
-        for scope_metrics in resource_metrics.scope_metrics:
-            scope = scope_metrics.scope
-            for metric in scope_metrics.metrics:
-                kind = metric.WhichOneof("data") or ""
-                is_monotonic = None
-                temporality = None
-                if kind == "sum":
-                    points = [_number_point(p) for p in metric.sum.data_points]
-                    is_monotonic = metric.sum.is_monotonic
-                    temporality = _temporality(metric.sum.aggregation_temporality)
-                elif kind == "gauge":
-                    points = [_number_point(p) for p in metric.gauge.data_points]
-                elif kind == "histogram":
-                    points = [_histogram_point(p) for p in metric.histogram.data_points]
-                    temporality = _temporality(metric.histogram.aggregation_temporality)
-                elif kind == "exponential_histogram":
-                    data = metric.exponential_histogram
-                    points = [_exponential_histogram_point(p) for p in data.data_points]
-                    temporality = _temporality(data.aggregation_temporality)
-                elif kind == "summary":
-                    points = [_summary_point(p) for p in metric.summary.data_points]
-                else:
-                    points = []
-                out.append(
-                    Metric(
-                        name=metric.name,
-                        description=metric.description,
-                        unit=metric.unit,
-                        kind=kind,
-                        data_points=points,
-                        resource=dict(resource),
-                        scope_name=scope.name,
-                        scope_version=scope.version,
-                        transport=transport,
-                        is_monotonic=is_monotonic,
-                        temporality=temporality,
-                    )
-                )
+    for resource, scope, metric in _scoped(request.resource_metrics, "scope_metrics", "metrics"):
+        kind = metric.WhichOneof("data") or ""
+        is_monotonic = None
+        temporality = None
+        if kind == "sum":
+            points = [_number_point(p) for p in metric.sum.data_points]
+            is_monotonic = metric.sum.is_monotonic
+            temporality = _temporality(metric.sum.aggregation_temporality)
+        elif kind == "gauge":
+            points = [_number_point(p) for p in metric.gauge.data_points]
+        elif kind == "histogram":
+            points = [_histogram_point(p) for p in metric.histogram.data_points]
+            temporality = _temporality(metric.histogram.aggregation_temporality)
+        elif kind == "exponential_histogram":
+            data = metric.exponential_histogram
+            points = [_exponential_histogram_point(p) for p in data.data_points]
+            temporality = _temporality(data.aggregation_temporality)
+        elif kind == "summary":
+            points = [_summary_point(p) for p in metric.summary.data_points]
+        else:
+            points = []
+        out.append(
+            Metric(
+                name=metric.name,
+                description=metric.description,
+                unit=metric.unit,
+                kind=kind,
+                data_points=points,
+                resource=dict(resource),
+                scope_name=scope.name,
+                scope_version=scope.version,
+                transport=transport,
+                is_monotonic=is_monotonic,
+                temporality=temporality,
+            )
+        )
     return out
 
 
 def flatten_spans(request, transport: str = "") -> list[Span]:
     """Flatten an ``ExportTraceServiceRequest`` into ``Span`` records."""
     out: list[Span] = []
-    for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            for span in scope_spans.spans:
-                out.append(
-                    Span(
-                        name=span.name,
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex(),
-                        kind=_enum_suffix(trace_pb2.Span.SpanKind, span.kind, "SPAN_KIND_"),
-                        status_code=_enum_suffix(trace_pb2.Status.StatusCode, span.status.code, "STATUS_CODE_"),
-                        status_message=span.status.message,
-                        attributes=_attributes(span.attributes),
-                        events=[SpanEvent(e.name, _attributes(e.attributes), e.time_unix_nano) for e in span.events],
-                        links=[
-                            SpanLink(k.trace_id.hex(), k.span_id.hex(), _attributes(k.attributes)) for k in span.links
-                        ],
-                        start_time_unix_nano=span.start_time_unix_nano,
-                        end_time_unix_nano=span.end_time_unix_nano,
-                        resource=dict(resource),
-                        scope_name=scope.name,
-                        scope_version=scope.version,
-                        transport=transport,
-                    )
-                )
+    for resource, scope, span in _scoped(request.resource_spans, "scope_spans", "spans"):
+        out.append(
+            Span(
+                name=span.name,
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                kind=_enum_suffix(trace_pb2.Span.SpanKind, span.kind, "SPAN_KIND_"),
+                status_code=_enum_suffix(trace_pb2.Status.StatusCode, span.status.code, "STATUS_CODE_"),
+                status_message=span.status.message,
+                attributes=_attributes(span.attributes),
+                events=[SpanEvent(e.name, _attributes(e.attributes), e.time_unix_nano) for e in span.events],
+                links=[SpanLink(k.trace_id.hex(), k.span_id.hex(), _attributes(k.attributes)) for k in span.links],
+                start_time_unix_nano=span.start_time_unix_nano,
+                end_time_unix_nano=span.end_time_unix_nano,
+                resource=dict(resource),
+                scope_name=scope.name,
+                scope_version=scope.version,
+                transport=transport,
+            )
+        )
     return out
 
 

@@ -31,7 +31,7 @@ def _zeros(keys: tuple[str, ...]) -> dict[tuple[str, ...], float]:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The hub's state at ``taken_at`` (monotonic seconds); label tuples map to values."""
+    """The hub's state at one refresh; label tuples map to values."""
 
     total_users: int = 0
     active_users: dict[tuple[str, ...], float] = field(default_factory=lambda: _zeros(tuple(p for p, _ in PERIODS)))
@@ -40,7 +40,6 @@ class Snapshot:
     hub_memory_usage_bytes: int = 0
     hub_memory_total_bytes: int = 0
     hub_cpu_usage_percent: float = 0.0
-    taken_at: float = 0.0
 
 
 def _cgroup_memory_limit() -> int | None:
@@ -137,7 +136,6 @@ def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
         hub_memory_usage_bytes=rss,
         hub_memory_total_bytes=sampler.memory_total,
         hub_cpu_usage_percent=cpu,
-        taken_at=time.monotonic(),
     )
 
 
