@@ -60,5 +60,5 @@ def shutdown_providers(timeout: float, providers: Iterable[Any] | None = None) -
     if any(thread.is_alive() for thread in threads):
         log.warning("jh_otel: telemetry not flushed within %.1fs of shutdown; dropping the rest", timeout)
     else:
-        log.info("jh_otel: telemetry flushed in %.2fs", took)
+        log.info("jh_otel: telemetry providers shut down in %.2fs", took)
     return took

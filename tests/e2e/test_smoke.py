@@ -4,6 +4,7 @@ main suite uses gRPC). Ends with a shutdown while the collector hangs."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -120,7 +121,8 @@ def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:
             requests.get(f"{hub.url}/hub/health", timeout=10)
         time.sleep(1)  # an export is now stuck waiting on the black hole
         took = hub.stop()
-        assert "jh_otel: telemetry not flushed within 0.5s of shutdown; dropping the rest" in hub.log()
+        # the providers either give up on their own at the deadline or are abandoned by jh_otel
+        assert re.search(r"jh_otel: telemetry (providers shut down in 0\.\d+s|not flushed within 0\.5s)", hub.log())
         # the target (2 s) is measured by benchmarks/; without jh_otel this takes 10 s or more
         assert took < 5, took
     finally:
