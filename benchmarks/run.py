@@ -578,27 +578,13 @@ def table(results: dict[str, Any]) -> str:
     up, uo = u[PLAIN]["hub_cpu_per_request_us_median"], u[OTEL]["hub_cpu_per_request_us_median"]
     rows.append(("/hub/api/users hub CPU per request, ms", fmt(up / 1000, 1), fmt(uo / 1000, 1), ratio(up, uo), ""))
     m = results["memory"]
-    delta = m["small"][OTEL]["rss_mib"] - m["small"][PLAIN]["rss_mib"]
-    rows.append(
-        (
-            f"hub RSS after warm-up, {SMALL_USERS} users, MiB",
-            fmt(m["small"][PLAIN]["rss_mib"]),
-            fmt(m["small"][OTEL]["rss_mib"]),
-            f"{delta:+.1f} MiB",
-            f"<= +{RSS_DELTA_MIB_TARGET:.0f} MiB: {verdict(delta <= RSS_DELTA_MIB_TARGET)}",
-        )
-    )
-    if "large" in m:
-        d = m["large"][OTEL]["rss_mib"] - m["large"][PLAIN]["rss_mib"]
-        rows.append(
-            (
-                f"hub RSS at {LARGE_USERS:,} users, MiB",
-                fmt(m["large"][PLAIN]["rss_mib"]),
-                fmt(m["large"][OTEL]["rss_mib"]),
-                f"{d:+.1f} MiB",
-                "",
-            )
-        )
+    for key, users, target in (("small", SMALL_USERS, True), ("large", LARGE_USERS, False)):
+        if key not in m:
+            continue
+        delta = m[key][OTEL]["rss_mib"] - m[key][PLAIN]["rss_mib"]
+        judged = f"<= +{RSS_DELTA_MIB_TARGET:.0f} MiB: {verdict(delta <= RSS_DELTA_MIB_TARGET)}" if target else ""
+        label = f"hub RSS after warm-up, {users} users, MiB" if target else f"hub RSS at {users:,} users, MiB"
+        rows.append((label, fmt(m[key][PLAIN]["rss_mib"]), fmt(m[key][OTEL]["rss_mib"]), f"{delta:+.1f} MiB", judged))
     for key, users in (("small", SMALL_USERS), ("large", LARGE_USERS)):
         s = results["scrape"].get(key)
         if not s:

@@ -79,8 +79,9 @@ def each(**values: Sequence[str]) -> tuple[tuple[str, ...], ...]:
 
 
 _STATUS = each(status=("success", "failure"))
-_PENDING_KINDS = ("spawn", "stop", "check", "rename")
-_PERIODS = ("24h", "7d", "30d")
+PENDING_KINDS = ("spawn", "stop", "check", "rename")
+"""JupyterHub's ``Spawner.pending`` values (``rename`` is 6.x only)."""
+PERIODS = ("24h", "7d", "30d")
 _SPAWN_SERIES = each(status=("success", "failure", "error"), reason=("",)) + each(
     status=("failure",), reason=("throttled", "too-many-users", "already-pending")
 )
@@ -106,7 +107,7 @@ def _families(settings: Settings) -> tuple[Family, ...]:
         Family("total_users", Kind.GAUGE, "Total number of users", "total_users", "{user}", origin="both",
                snapshot="total_users"),
         Family("active_users", Kind.GAUGE, "Number of users who were active in the given time period",
-               "active_users", "{user}", ("period",), each(period=_PERIODS), origin="both",
+               "active_users", "{user}", ("period",), each(period=PERIODS), origin="both",
                snapshot="active_users", definition="Users whose last activity is within the period."),
         Family("check_routes_duration_seconds", Kind.HISTOGRAM, "Time taken to validate all routes in proxy",
                "check_routes.duration", "s", buckets=DEFAULT_BUCKETS, native="CHECK_ROUTES_DURATION_SECONDS"),
@@ -141,7 +142,7 @@ def _families(settings: Settings) -> tuple[Family, ...]:
                "csp.reports", "{report}", native="CSP_REPORT_COUNT"),
         # --- the seed spec's metrics ------------------------------------------------------------------------
         Family("pending_servers", Kind.GAUGE, "Number of servers in pending state", "pending_servers",
-               "{server}", ("kind",), each(kind=_PENDING_KINDS), origin="seed", snapshot="pending_servers",
+               "{server}", ("kind",), each(kind=PENDING_KINDS), origin="seed", snapshot="pending_servers",
                definition="Servers with an operation in progress, by JupyterHub's pending kind."),
         Family("request_count", Kind.COUNTER, "Total number of HTTP requests", "request.count", "{request}",
                _REQUEST_LABELS, origin="seed", hook="requests",
@@ -198,9 +199,9 @@ class Catalogue:
     def __iter__(self):
         return iter(self.families)
 
-    def prometheus_names(self) -> frozenset[str]:
-        """Exposed family names (counters with ``_total``)."""
-        return frozenset(f.prometheus(self.prefix) for f in self.families)
+    def names(self) -> list[str]:
+        """Family names as collectors yield them (``<prefix>_<name>``, counters without ``_total``)."""
+        return [f"{self.prefix}_{f.name}" for f in self.families]
 
     def markdown(self) -> str:
         """The README's metric table."""

@@ -55,8 +55,7 @@ class HubTelemetry:
         mirror = NativeMirror(metrics, self.catalogue, self.instruments)
         mirror.install()
         self._undo.append(mirror.uninstall)
-        names = [f"{self.catalogue.prefix}_{family.name}" for family in self.catalogue]
-        exposition = Exposition(self.instruments.collector(), names, self.registry)
+        exposition = Exposition(self.instruments.collector(), self.catalogue.names(), self.registry)
         try:
             exposition.install()
         except ValueError:

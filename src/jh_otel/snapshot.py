@@ -19,14 +19,12 @@ from typing import Any
 
 import psutil
 
+from . import catalogue
+
 log = logging.getLogger(__name__)
 
-PERIODS = (("24h", timedelta(hours=24)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30)))
-PENDING_KINDS = ("spawn", "stop", "check", "rename")
-
-
-def _zeros(keys: tuple[str, ...]) -> dict[tuple[str, ...], float]:
-    return {(k,): 0 for k in keys}
+# the catalogue's active_users periods; observers add zeros for label values a snapshot does not mention
+PERIODS = dict(zip(catalogue.PERIODS, (timedelta(hours=24), timedelta(days=7), timedelta(days=30))))
 
 
 @dataclass(frozen=True)
@@ -34,9 +32,9 @@ class Snapshot:
     """The hub's state at one refresh; label tuples map to values."""
 
     total_users: int = 0
-    active_users: dict[tuple[str, ...], float] = field(default_factory=lambda: _zeros(tuple(p for p, _ in PERIODS)))
+    active_users: dict[tuple[str, ...], float] = field(default_factory=dict)
     running_servers: int = 0
-    pending_servers: dict[tuple[str, ...], float] = field(default_factory=lambda: _zeros(PENDING_KINDS))
+    pending_servers: dict[tuple[str, ...], float] = field(default_factory=dict)
     hub_memory_usage_bytes: int = 0
     hub_memory_total_bytes: int = 0
     hub_cpu_usage_percent: float = 0.0
@@ -81,7 +79,7 @@ class ProcessSampler:
 def count_servers(users: Any) -> tuple[int, dict[tuple[str, ...], float]]:
     """(running, pending by kind) from JupyterHub's in-memory users and spawners."""
     running = 0
-    pending = dict(_zeros(PENDING_KINDS))
+    pending: dict[tuple[str, ...], float] = {}
     for user in list(users.values()):
         for spawner in list(user.spawners.values()):
             kind = spawner.pending
@@ -116,10 +114,11 @@ def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], floa
     from sqlalchemy import case, func, select
 
     active = [
-        func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0) for _, delta in PERIODS
+        func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0)
+        for delta in PERIODS.values()
     ]
     total, *counts = _one_row(db, select(func.count(orm.User.id), *active))
-    return int(total), {(period,): int(value) for (period, _), value in zip(PERIODS, counts)}
+    return int(total), {(period,): int(value) for period, value in zip(PERIODS, counts)}
 
 
 def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:

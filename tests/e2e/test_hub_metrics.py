@@ -3,10 +3,9 @@ servers, a real Prometheus and an OTLP receiver. One drive, many assertions."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -56,8 +55,6 @@ class Stack:
     receiver: OTLPReceiver
     exporter_url: str
     workdir: Path
-    spawn_failure_status: int = 0
-    notes: dict = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +101,7 @@ def drive(stack: Stack) -> None:
         hub.wait_server(name, ready=True)
     assert hub.api("DELETE", "/users/bob/server").status_code in (202, 204)
     hub.wait_server("bob", ready=False)
-    stack.spawn_failure_status = hub.api("POST", f"/users/{FAILING_USER}/server").status_code
+    hub.api("POST", f"/users/{FAILING_USER}/server")  # 202, or 500 when the server dies before the reply
     hub.wait_server(FAILING_USER, ready=False)
     # let the snapshot (1 s) and the OTLP export (1 s) catch up
     time.sleep(2.5)
@@ -350,5 +347,4 @@ def test_failed_spawn_is_reported_by_type(stack: Stack) -> None:
         if s.name == "jupyterhub_spawn_failure_total" and s.value
     ]
     assert len(failures) == 1 and failures[0].value == 1
-    assert failures[0].labels["error_type"] and not math.isnan(failures[0].value)
-    stack.notes["error_type"] = failures[0].labels["error_type"]
+    assert failures[0].labels["error_type"] not in ("", "_other")

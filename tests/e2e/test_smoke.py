@@ -21,7 +21,7 @@ from otlp_receiver import OTLPReceiver
 pytestmark = pytest.mark.e2e
 
 CATALOGUE = build_catalogue(parse_settings({}))
-NAMES = {f"{CATALOGUE.prefix}_{f.name}" for f in CATALOGUE}
+NAMES = set(CATALOGUE.names())
 MAJOR = int(jupyterhub.__version__.split(".")[0])
 
 

@@ -49,7 +49,7 @@ def test_otel_names_translate_to_the_prometheus_names() -> None:
     for recorder in instruments.recorders.values():
         recorder.record(1, ("x",) * len(recorder.family.labels))
     exposed = {metric.name for metric in registry.collect()}
-    assert exposed == {f"{CATALOGUE.prefix}_{f.name}" for f in CATALOGUE}
+    assert exposed == set(CATALOGUE.names())
     provider.shutdown()
 
 
@@ -87,10 +87,10 @@ def test_native_series_created_at_startup_are_declared() -> None:
 
 def test_names_are_unique_and_prefixed() -> None:
     """No two families share a Prometheus or an OTLP name, and the prefix setting renames them all."""
-    assert len(CATALOGUE.prometheus_names()) == len(CATALOGUE.families)
+    assert len({f.prometheus(CATALOGUE.prefix) for f in CATALOGUE}) == len(CATALOGUE.families)
     assert len({f.otel for f in CATALOGUE}) == len(CATALOGUE.families)
     custom = build_catalogue(parse_settings({"JUPYTERHUB_METRICS_PREFIX": "myhub"}))
-    assert all(n.startswith("myhub_") for n in custom.prometheus_names())
+    assert all(n.startswith("myhub_") for n in custom.names())
 
 
 def test_bucket_settings_reach_the_spawn_and_stop_families() -> None:

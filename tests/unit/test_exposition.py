@@ -14,7 +14,7 @@ from jh_otel.settings import parse_settings
 from jh_otel.snapshot import Snapshot
 
 CATALOGUE = build_catalogue(parse_settings({}))
-NAMES = [f"{CATALOGUE.prefix}_{f.name}" for f in CATALOGUE]
+NAMES = CATALOGUE.names()
 
 
 def family_counts(registry: CollectorRegistry) -> dict[str, int]:

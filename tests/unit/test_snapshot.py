@@ -69,7 +69,7 @@ def test_servers_are_counted_from_in_memory_state() -> None:
     }
     running, pending = count_servers(users)
     assert running == 2
-    assert pending == {("spawn",): 1, ("stop",): 1, ("check",): 0, ("rename",): 0}
+    assert pending == {("spawn",): 1, ("stop",): 1}
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "file"])
