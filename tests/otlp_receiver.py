@@ -113,6 +113,7 @@ class DataPoint:
     bucket_counts: list[int] = field(default_factory=list)
     explicit_bounds: list[float] = field(default_factory=list)
     exemplars: int = 0
+    exemplar_trace_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,13 @@ def _point(point, **fields) -> DataPoint:
     )
 
 
+def _exemplars(point) -> dict[str, Any]:
+    return {"exemplars": len(point.exemplars), "exemplar_trace_ids": [e.trace_id.hex() for e in point.exemplars]}
+
+
 def _number_point(point) -> DataPoint:
     which = point.WhichOneof("value")
-    return _point(point, value=getattr(point, which) if which else None, exemplars=len(point.exemplars))
+    return _point(point, value=getattr(point, which) if which else None, **_exemplars(point))
 
 
 def _histogram_point(point, explicit: bool = True) -> DataPoint:
@@ -261,7 +266,7 @@ def _histogram_point(point, explicit: bool = True) -> DataPoint:
         sum=_optional(point, "sum"),
         min=_optional(point, "min"),
         max=_optional(point, "max"),
-        exemplars=len(point.exemplars),
+        **_exemplars(point),
         **(buckets if explicit else {}),
     )
 

@@ -5,6 +5,7 @@ before ``jupyterhub_config.py`` is read; in a process that never imports ``jupyt
 any other Python program under the wrapper) nothing more happens. When ``jupyterhub.app`` is imported, three
 lifecycle methods of ``JupyterHub`` are wrapped:
 
+- ``initialize``: its start time is the start of the ``jupyterhub.startup`` span;
 - ``init_tornado_application``: config read, database and handlers ready -> :meth:`HubTelemetry.attach`;
 - ``start``: the hub is up -> the snapshot refresher starts on its IOLoop;
 - ``cleanup``: the hub is stopping -> hooks come off and telemetry is flushed within
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -29,25 +31,28 @@ from .package import _instruments
 from .runtime import HubTelemetry
 from .settings import Settings, parse_settings
 from .shutdown import shutdown_providers
+from .tracing import HubTracing, ProcessTracing
 from .version import __version__
 
 log = logging.getLogger("jh_otel")
 
-_LIFECYCLE = ("init_tornado_application", "start", "cleanup")
+_LIFECYCLE = ("initialize", "init_tornado_application", "start", "cleanup")
 
 
 class JupyterHubInstrumentor(BaseInstrumentor):
     """Instruments JupyterHub; see the package documentation for settings.
 
-    ``instrument()`` accepts ``meter_provider`` (default: the global one), ``settings`` (a :class:`Settings`,
-    default: parsed from the environment) and ``registry`` (the ``prometheus_client`` registry the hub serves,
-    default: the global one).
+    ``instrument()`` accepts ``meter_provider`` and ``tracer_provider`` (default: the global ones), ``settings``
+    (a :class:`Settings`, default: parsed from the environment) and ``registry`` (the ``prometheus_client``
+    registry the hub serves, default: the global one).
     """
 
     _telemetry: HubTelemetry | None = None
     _make_telemetry: Any = None
     _hooked = False
     _providers: list[Any] | None = None
+    _tracing: ProcessTracing | None = None
+    _initialize_started: float | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -66,20 +71,28 @@ class JupyterHubInstrumentor(BaseInstrumentor):
                 # Prometheus only: jh_otel serves the catalogue itself, OpenTelemetry's rendering would be dropped
                 meter_provider = NoOpMeterProvider()
             meter = get_meter(__name__, __version__, meter_provider)
-            self._providers = [kwargs["meter_provider"]] if "meter_provider" in kwargs else None
+            given = [kwargs[key] for key in ("meter_provider", "tracer_provider") if kwargs.get(key) is not None]
+            self._providers = given or None
             registry = kwargs.get("registry", REGISTRY)
+            tracing = self._tracing = ProcessTracing(settings, kwargs.get("tracer_provider"))
+            tracing.install()
             # instruments are created when a hub starts, not in every process that runs under the wrapper
-            self._make_telemetry = lambda: HubTelemetry(settings, meter, registry)
+            self._make_telemetry = lambda: HubTelemetry(settings, meter, registry, HubTracing(tracing))
             wrapt.register_post_import_hook(self._hook_app, "jupyterhub.app")
 
     def _hook_app(self, module: Any) -> None:
         if self._make_telemetry is None or self._hooked:
             return
         with guarded("hooking JupyterHub"):
+            wrapt.wrap_function_wrapper(module, "JupyterHub.initialize", self._initialize)
             wrapt.wrap_function_wrapper(module, "JupyterHub.init_tornado_application", self._attach)
             wrapt.wrap_function_wrapper(module, "JupyterHub.start", self._start)
             wrapt.wrap_function_wrapper(module, "JupyterHub.cleanup", self._cleanup)
             self._hooked = True
+
+    def _initialize(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        self._initialize_started = time.time()
+        return wrapped(*args, **kwargs)
 
     def _attach(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
@@ -87,7 +100,7 @@ class JupyterHubInstrumentor(BaseInstrumentor):
             if self._telemetry is None and self._make_telemetry is not None:
                 self._telemetry = self._make_telemetry()
             if self._telemetry is not None:
-                self._telemetry.attach(instance)
+                self._telemetry.attach(instance, self._initialize_started)
         return result
 
     async def _start_after(self, pending: Any) -> Any:
@@ -124,4 +137,6 @@ class JupyterHubInstrumentor(BaseInstrumentor):
                 self._hooked = False
             if self._telemetry is not None:
                 self._telemetry.close()
-            self._telemetry = self._make_telemetry = None
+            if self._tracing is not None:
+                self._tracing.uninstall()
+            self._telemetry = self._make_telemetry = self._tracing = None

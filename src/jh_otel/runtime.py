@@ -27,13 +27,21 @@ from .hooks.spawn import SpawnRecorder
 from .instruments import Instruments
 from .settings import Settings
 from .snapshot import Snapshot, SnapshotRefresher
+from .tracing import HubTracing
 
 log = logging.getLogger(__name__)
 
 
 class HubTelemetry:
-    def __init__(self, settings: Settings, meter: Meter, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        meter: Meter,
+        registry: CollectorRegistry = REGISTRY,
+        tracing: HubTracing | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.registry = registry
         self.catalogue = build_catalogue(settings)
         self.refresher: SnapshotRefresher | None = None
@@ -45,7 +53,7 @@ class HubTelemetry:
     def _snapshot(self) -> Snapshot:
         return self.refresher.current if self.refresher is not None else Snapshot()
 
-    def attach(self, app: Any) -> None:
+    def attach(self, app: Any, initialize_started: float | None = None) -> None:
         """Start serving and recording for ``app`` (the previous app, if any, is detached first)."""
         self.detach()
         self.app = app
@@ -74,6 +82,9 @@ class HubTelemetry:
             self.instruments["spawn_success"].record(0, (spawner_class.__name__,))
         self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
         self.refresher.refresh()
+        if self.tracing is not None:
+            self.tracing.attach(app, initialize_started)
+            self._undo.append(self.tracing.detach)
 
     def _log_through(self, app: Any) -> None:
         """jh_otel's records go to the hub's log handlers, formatted like the hub's own."""

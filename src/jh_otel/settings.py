@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL = "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL"
 OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT = "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT"
 OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION = "OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION"
+OTEL_PYTHON_JUPYTERHUB_TRACES = "OTEL_PYTHON_JUPYTERHUB_TRACES"
+OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION = "OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -25,6 +27,7 @@ DEFAULT_SPAWN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.
 DEFAULT_STOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 SINGLEUSER_MODES = ("off", "inherit")
+SWITCH = ("on", "off")
 
 
 @dataclass(frozen=True)
@@ -38,19 +41,30 @@ class Settings:
     singleuser_instrumentation: str = "off"
     """``off``: spawned servers do not inherit ``opentelemetry-instrument``; ``inherit``: they do, with an
     OpenTelemetry environment of their own."""
+    traces: str = "on"
+    """``on``: request, SQL and JupyterHub operation spans (when a traces exporter is configured); ``off``: none."""
+    log_correlation: str = "off"
+    """``on``: the hub's log lines end with ``trace_id=... span_id=...`` inside a span (records always carry
+    ``trace_id`` and ``span_id`` attributes for a format of your own)."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
     metrics_exporters: tuple[str, ...] = ("otlp",)
     """``OTEL_METRICS_EXPORTER`` (read, not validated: the SDK owns it; default ``otlp`` as in the distro)."""
+    traces_exporters: tuple[str, ...] = ("otlp",)
+    """``OTEL_TRACES_EXPORTER`` (read, not validated; default ``otlp`` as in the distro)."""
     errors: tuple[str, ...] = field(default=(), compare=False)
+    """One line per rejected variable (already applied: the setting kept its default)."""
 
     @property
     def pushes_metrics(self) -> bool:
         """Whether any metrics exporter besides the Prometheus pull endpoint is configured."""
         return not set(self.metrics_exporters) <= {"prometheus", "none"}
 
-    """One line per rejected variable (already applied: the setting kept its default)."""
+    @property
+    def traces_on(self) -> bool:
+        """Whether spans are made: tracing not switched off and some traces exporter configured."""
+        return self.traces == "on" and not set(self.traces_exporters) <= {"none"}
 
 
 class _Invalid(ValueError):
@@ -128,6 +142,8 @@ VARIABLES = (
         _choice(SINGLEUSER_MODES),
         "one of " + ", ".join(SINGLEUSER_MODES),
     ),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_TRACES, "traces", _choice(SWITCH), "one of on, off"),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION, "log_correlation", _choice(SWITCH), "one of on, off"),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",
@@ -167,6 +183,8 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             )
     exporters = environ.get("OTEL_METRICS_EXPORTER", "").split(",")
     values["metrics_exporters"] = tuple(e.strip() for e in exporters if e.strip()) or defaults.metrics_exporters
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").split(",")
+    values["traces_exporters"] = tuple(e.strip() for e in exporters if e.strip()) or defaults.traces_exporters
     known = {f.name for f in fields(Settings)}
     assert set(values) <= known
     return Settings(**values, errors=tuple(errors))  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psutil
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from . import catalogue
 
@@ -152,11 +153,13 @@ class SnapshotRefresher:
         return self.current
 
     def refresh(self) -> None:
-        """One refresh, guarded: a failure keeps the previous snapshot and is logged."""
+        """One refresh, guarded: a failure keeps the previous snapshot and is logged. jh_otel's own queries are
+        not traced."""
         try:
             if self._sampler is None:
                 self._sampler = ProcessSampler()
-            self.current = take_snapshot(self.app, self._sampler)
+            with suppress_instrumentation():
+                self.current = take_snapshot(self.app, self._sampler)
         except Exception:
             log.warning("jh_otel: could not refresh the hub-state snapshot", exc_info=True)
 

@@ -7,7 +7,7 @@ settings: it exports to a collector that may not exist and takes seconds to stop
 - ``off`` (default): the auto-instrumentation directory is taken out of the server's ``PYTHONPATH``;
 - ``inherit``: it stays, and the server gets the hub's ``OTEL_*`` settings with ``service.name`` set to
   ``jupyterhub-singleuser``, its user and server as resource attributes, and no Prometheus exporter port (it
-  would clash with the hub's).
+  would clash with the hub's), and ``TRACEPARENT``: the trace context of ``jupyterhub.spawner.start``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._guard import guarded
+from ..tracing.singleuser import carrier_environment
 
 SERVICE_NAME = "jupyterhub-singleuser"
 
@@ -69,4 +70,5 @@ class SingleUserEnvironment:
                 env = without_wrapper(env, self._wrapper_dir)
             else:
                 env = inherited(env, os.environ, instance.user.name, instance.name or "")
+                env.update(carrier_environment())
         return env

@@ -1,0 +1,132 @@
+"""Traces: contrib instrumentations corrected for JupyterHub, JupyterHub's operations, scrubbing on the way out.
+
+:class:`ProcessTracing` runs in every process under the wrapper (the hub, and single-user servers that inherit
+it): stable HTTP semantic conventions, the tornado corrections, tornado and aiohttp-client instrumentation, and the
+scrubbing exporter in front of every span exporter. :class:`HubTracing` is bound to one hub: SQL spans on its
+engine, its operation spans and log correlation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from .._guard import guarded
+from ..settings import Settings
+from ..version import __version__
+from .logs import correlate
+from .operations import Operations
+from .scrubbing import KnownSecrets, wrap_exporters
+from .server import ServerCorrections
+from .singleuser import StartupSpan, is_spawned_server
+from .sql import trace_engine
+
+log = logging.getLogger("jh_otel")
+_INSTRUMENT_WARNING = "Attempting to instrument while already instrumented"
+
+
+def stable_http_semconv(environ: Any = os.environ) -> None:
+    """``http`` semantic conventions unless ``OTEL_SEMCONV_STABILITY_OPT_IN`` already chose for HTTP."""
+    from opentelemetry.instrumentation import _semconv
+
+    stability = _semconv._OpenTelemetrySemanticConventionStability
+    stability._initialize()
+    opt_in = [part.strip() for part in environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "").split(",")]
+    if not any(part.startswith("http") for part in opt_in):
+        stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING[_semconv._OpenTelemetryStabilitySignalType.HTTP] = (
+            _semconv._StabilityMode.HTTP
+        )
+
+
+def _disabled(name: str, environ: Any = os.environ) -> bool:
+    return name in {part.strip() for part in environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+
+
+class _QuietRepeat(logging.Filter):
+    """The auto-instrumentation instruments tornado and aiohttp again after jh_otel did: not worth a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _INSTRUMENT_WARNING not in record.getMessage()
+
+
+class ProcessTracing:
+    def __init__(self, settings: Settings, tracer_provider: Any = None) -> None:
+        self.settings = settings
+        self.tracer_provider = tracer_provider or trace.get_tracer_provider()
+        self.known = KnownSecrets()
+        self._undo: list[Callable[[], None]] = []
+
+    def install(self) -> None:
+        with guarded("scrubbing span exporters"):
+            self._undo += wrap_exporters(self.tracer_provider, self.known)
+        with guarded("correcting the tornado instrumentation"):
+            from opentelemetry.instrumentation import tornado as contrib_tornado
+
+            self._undo += ServerCorrections(self.known).install(contrib_tornado)
+        if not self.settings.traces_on:
+            return
+        with guarded("choosing HTTP semantic conventions"):
+            stable_http_semconv()
+        quiet = _QuietRepeat()
+        logging.getLogger("opentelemetry.instrumentation.instrumentor").addFilter(quiet)
+        with guarded("instrumenting tornado"):
+            self._instrument("tornado", "opentelemetry.instrumentation.tornado", "TornadoInstrumentor")
+        with guarded("instrumenting aiohttp"):
+            module = "opentelemetry.instrumentation.aiohttp_client"
+            self._instrument("aiohttp-client", module, "AioHttpClientInstrumentor")
+        if is_spawned_server(os.environ):
+            with guarded("tracing the single-user startup"):
+                StartupSpan(self.tracer(), os.environ).install()
+
+    def tracer(self) -> trace.Tracer:
+        return trace.get_tracer("jh_otel", __version__, self.tracer_provider)
+
+    def _instrument(self, entry_point: str, module: str, name: str) -> None:
+        if _disabled(entry_point):
+            return
+        instrumentor = getattr(__import__(module, fromlist=[name]), name)()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            # instrumented before jh_otel chose the semantic conventions: again, with them
+            instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=self.tracer_provider, skip_dep_check=True)
+        self._undo.append(instrumentor.uninstrument)
+
+    def uninstall(self) -> None:
+        while self._undo:
+            with guarded("removing tracing"):
+                self._undo.pop()()
+
+
+class HubTracing:
+    """One hub's spans: SQL on its engine, its operations, log correlation."""
+
+    def __init__(self, process: ProcessTracing) -> None:
+        self.process = process
+        self.operations: Operations | None = None
+        self._undo: list[Callable[[], None]] = []
+
+    def attach(self, app: Any, initialize_started: float | None = None) -> None:
+        settings = self.process.settings
+        hub_log = getattr(app, "log", None)
+        if isinstance(hub_log, logging.Logger):
+            with guarded("correlating logs"):
+                self._undo += correlate(hub_log, settings.log_correlation == "on")
+        if not settings.traces_on:
+            return
+        tracer = self.process.tracer()
+        with guarded("tracing SQL"):
+            self._undo.append(trace_engine(app.db.get_bind(), tracer))
+        with guarded("tracing JupyterHub operations"):
+            self.operations = Operations(tracer)
+            self._undo.append(self.operations.uninstall)
+            self.operations.install(app, initialize_started)
+
+    def detach(self) -> None:
+        while self._undo:
+            with guarded("removing hub tracing"):
+                self._undo.pop()()
+        self.operations = None

@@ -1,0 +1,411 @@
+"""JupyterHub's own operations as spans: login, logout, spawn, stop, poll, proxy, startup.
+
+Every wrapper calls the original unconditionally and is reversible. Where the work happens:
+
+- ``jupyterhub.login``: ``BaseHandler.login_user``; ``jupyterhub.logout``: ``LogoutHandler.get``.
+- ``jupyterhub.spawn``: ``BaseHandler.spawn_single_user``, inside the request's span. JupyterHub finishes a spawn in
+  a background task (``spawner._spawn_future``); the tasks inherit the span's context, and the span ends when that
+  future does, so it is the parent of ``jupyterhub.spawner.start``, ``jupyterhub.server.wait_up`` (``User._wait_up``)
+  and ``jupyterhub.proxy.add_route``. Progress messages are span events.
+- ``jupyterhub.stop``: ``BaseHandler.stop_single_user`` (ends with ``spawner._stop_future``), ``user_stopped``
+  (a server that exited), and ``User.stop`` when no stop span is already current.
+- ``jupyterhub.spawner.start/stop/poll``: each spawner instance's own methods (subclasses override them, and a
+  subclass calling ``super()`` still makes one span). Periodic polls are root spans: polling is started outside
+  the spawn's trace.
+- ``jupyterhub.proxy.add_route/delete_route/get_routes/check_routes``: the hub's proxy instance.
+- ``jupyterhub.startup``: from ``JupyterHub.initialize`` until the hub has started; ``jupyterhub.init_spawners``
+  and the proxy calls made during startup are its children.
+
+The readiness wait is one span: HTTP client spans are suppressed inside it and ``jupyterhub.server.polls`` counts
+the requests made.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation, unwrap
+
+from .._guard import guarded
+
+USER = "jupyterhub.user.name"
+SERVER = "jupyterhub.server.name"
+SPAWNER_CLASS = "jupyterhub.spawner.class"
+_polls: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("jh_otel_polls", default=None)
+_SPAWNER_METHODS = {
+    "start": "jupyterhub.spawner.start",
+    "stop": "jupyterhub.spawner.stop",
+    "poll": "jupyterhub.spawner.poll",
+}
+_PROXY_METHODS = {
+    "add_user": "jupyterhub.proxy.add_route",
+    "delete_user": "jupyterhub.proxy.delete_route",
+    "get_all_routes": "jupyterhub.proxy.get_routes",
+    "check_routes": "jupyterhub.proxy.check_routes",
+}
+
+
+def spawner_attributes(spawner: Any) -> dict[str, str]:
+    user = getattr(spawner, "user", None)
+    return {
+        USER: str(getattr(user, "name", "")),
+        SERVER: str(getattr(spawner, "name", "") or ""),
+        SPAWNER_CLASS: f"{type(spawner).__module__}.{type(spawner).__qualname__}",
+    }
+
+
+def _user_server(user: Any, server_name: Any) -> dict[str, str]:
+    return {USER: str(getattr(user, "name", "")), SERVER: str(server_name or "")}
+
+
+def _fail(span: Any, error: BaseException) -> None:
+    span.set_attribute("error.type", type(error).__qualname__)
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        span.set_attribute("jupyterhub.reason", reason)
+
+
+class Operations:
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+        self.startup: Any = None
+        self._undo: list[Callable[[], None]] = []
+        self._spawners: Any = None
+
+    # -- span helpers --
+    def _parent(self) -> Any:
+        current = trace.get_current_span()
+        if not current.get_span_context().is_valid and self.startup is not None and self.startup.is_recording():
+            return trace.set_span_in_context(self.startup)
+        return None
+
+    def start_span(self, name: str, attributes: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        parent = kwargs.pop("context", None) or self._parent()
+        return self.tracer.start_span(name, context=parent, attributes=attributes, **kwargs)
+
+    async def _run(self, name: str, attributes: dict[str, Any], call: Callable[[], Any], outcome: Any = None) -> Any:
+        try:
+            span = self.start_span(name, attributes)
+        except Exception:
+            span = None
+        if span is None:
+            result = call()
+            return await result if inspect.isawaitable(result) else result
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                result = call()
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as error:
+                with guarded("recording an operation's error"):
+                    _fail(span, error)
+                raise
+            if outcome is not None:
+                with guarded("recording an operation's outcome"):
+                    span.set_attributes(outcome(result))
+            return result
+
+    def traced(self, name: str, attributes: Callable[..., dict[str, Any]], outcome: Any = None) -> Any:
+        """A wrapt wrapper making ``name`` spans around a (possibly async) method."""
+
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            try:
+                attrs = attributes(instance, *args, **kwargs)
+            except Exception:
+                attrs = {}
+            return self._run(name, attrs, lambda: wrapped(*args, **kwargs), outcome)
+
+        return wrapper
+
+    # -- installation --
+    def _wrap(self, owner: Any, attribute: str, wrapper: Any) -> None:
+        wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+        if isinstance(owner, type):
+            self._undo.append(lambda: unwrap(owner, attribute))
+        else:  # an instance: its own attribute goes, the class's method shows through again
+            self._undo.append(lambda: owner.__dict__.pop(attribute, None))
+
+    def install(self, app: Any, initialize_started: float | None = None) -> None:
+        from jupyterhub.handlers.base import BaseHandler
+        from jupyterhub.handlers.login import LogoutHandler
+        from jupyterhub.spawner import Spawner
+        from jupyterhub.user import User
+
+        self._start_startup(app, initialize_started)
+        self._wrap(BaseHandler, "login_user", self._login)
+        self._wrap(LogoutHandler, "get", self.traced("jupyterhub.logout", _handler_user))
+        self._wrap(BaseHandler, "spawn_single_user", self._spawn)
+        self._wrap(BaseHandler, "stop_single_user", self._stop)
+        self._wrap(BaseHandler, "user_stopped", self.traced("jupyterhub.stop", _stopped_attributes))
+        self._wrap(User, "stop", self._user_stop)
+        self._wrap(User, "_wait_up", self._wait_up)
+        self._wrap(User, "_new_spawner", self._new_spawner)
+        self._wrap(Spawner, "start_polling", _outside_any_trace)
+        self._wrap(Spawner, "_generate_progress", self._progress)
+        self._count_polls()
+        proxy = getattr(app, "proxy", None)
+        if proxy is not None:
+            for method, name in _PROXY_METHODS.items():
+                self._wrap(proxy, method, self.traced(name, _proxy_attributes))
+        self._wrap(app, "init_spawners", self.traced("jupyterhub.init_spawners", lambda *a, **k: {}, _count))
+        for user in list(getattr(app, "users", {}).values()):
+            for spawner in list(getattr(user, "spawners", {}).values()):
+                self.trace_spawner(spawner)
+
+    def uninstall(self) -> None:
+        while self._undo:
+            with guarded("removing an operation hook"):
+                self._undo.pop()()
+        if self.startup is not None and self.startup.is_recording():
+            self.startup.end()
+
+    def _count_polls(self) -> None:
+        try:
+            from jupyterhub.httpclient import JupyterHubHTTPClient
+
+            self._wrap(JupyterHubHTTPClient, "fetch", _counted)
+        except ImportError:  # JupyterHub 5: tornado's client
+            from tornado.httpclient import AsyncHTTPClient
+
+            self._wrap(AsyncHTTPClient, "fetch", _counted)
+
+    # -- startup --
+    def _start_startup(self, app: Any, started: float | None) -> None:
+        if started is None:
+            try:
+                import psutil
+
+                started = psutil.Process().create_time()
+            except Exception:
+                started = time.time()
+        self.startup = self.tracer.start_span(
+            "jupyterhub.startup", context=otel_context.Context(), start_time=int(started * 1e9)
+        )
+        future = getattr(app, "_start_future", None)
+        if future is None:
+            return
+        span = self.startup
+
+        def done(f: Any) -> None:
+            with guarded("ending the startup span"):
+                if not f.cancelled() and f.exception() is not None:
+                    _fail(span, f.exception())
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(f.exception()).__qualname__))
+                span.end()
+
+        future.add_done_callback(done)
+
+    # -- spawners --
+    def trace_spawner(self, spawner: Any) -> None:
+        with guarded("tracing a spawner"):
+            if "_jh_otel_traced" in spawner.__dict__:
+                return
+            spawner._jh_otel_traced = True
+            for method, name in _SPAWNER_METHODS.items():
+                outcome = _poll_outcome if method == "poll" else None
+                wrapper = self.traced(name, lambda s, *a, **k: spawner_attributes(s), outcome)
+                wrapt.wrap_function_wrapper(spawner, method, wrapper)
+
+            def undo(spawner: Any = spawner) -> None:
+                for method in (*_SPAWNER_METHODS, "_jh_otel_traced"):
+                    spawner.__dict__.pop(method, None)
+
+            self._undo.append(undo)
+
+    def _new_spawner(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        spawner = wrapped(*args, **kwargs)
+        self.trace_spawner(spawner)
+        return spawner
+
+    # -- login --
+    def _login(self, wrapped: Any, handler: Any, args: Any, kwargs: Any) -> Any:
+        data = args[0] if args else kwargs.get("data")
+        attempted = data.get("username") if isinstance(data, dict) else None
+
+        def outcome(user: Any) -> dict[str, str]:
+            if user is None:
+                return {"jupyterhub.login.status": "failure"}
+            return {"jupyterhub.login.status": "success", USER: str(getattr(user, "name", ""))}
+
+        attributes = {USER: attempted} if isinstance(attempted, str) else {}
+        return self._run("jupyterhub.login", attributes, lambda: wrapped(*args, **kwargs), outcome)
+
+    # -- spawn --
+    def _spawn(self, wrapped: Any, handler: Any, args: Any, kwargs: Any) -> Any:
+        user = args[0] if args else kwargs.get("user")
+        server_name = args[1] if len(args) > 1 else kwargs.get("server_name", "")
+        return self._until_done(
+            "jupyterhub.spawn", user, server_name, "_spawn_future", lambda: wrapped(*args, **kwargs), "Server requested"
+        )
+
+    def _stop(self, wrapped: Any, handler: Any, args: Any, kwargs: Any) -> Any:
+        user = args[0] if args else kwargs.get("user")
+        server_name = args[1] if len(args) > 1 else kwargs.get("server_name", "")
+        return self._until_done("jupyterhub.stop", user, server_name, "_stop_future", lambda: wrapped(*args, **kwargs))
+
+    async def _until_done(
+        self, name: str, user: Any, server_name: Any, future_attribute: str, call: Callable[[], Any], event: str = ""
+    ) -> Any:
+        """A span from now until the spawner's background future (``_spawn_future``/``_stop_future``) is done."""
+        spawner = None
+        try:
+            spawner = user.spawners[server_name or ""]
+            attributes = spawner_attributes(spawner)
+            span = self.start_span(name, attributes)
+            if event:
+                span.add_event(event, {"jupyterhub.progress": 0})
+        except Exception:
+            return await call()
+        spans = spawner.__dict__.setdefault("_jh_otel_spans", {})
+        spans[name] = span
+        token = otel_context.attach(trace.set_span_in_context(span))
+        error: BaseException | None = None
+        try:
+            return await call()
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            otel_context.detach(token)
+            with guarded("ending an operation span"):
+                future = getattr(spawner, future_attribute, None)
+                if future is not None and not future.done():
+                    future.add_done_callback(lambda f: self._end(span, spans, name, _future_error(f)))
+                else:
+                    self._end(span, spans, name, error if future is None else _future_error(future) or error)
+
+    def _end(self, span: Any, spans: dict[str, Any], name: str, error: BaseException | None) -> None:
+        with guarded("ending an operation span"):
+            if spans.get(name) is span:
+                del spans[name]
+            if not span.is_recording():
+                return
+            if error is not None:
+                _fail(span, error)
+                span.record_exception(error)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+                span.set_attribute("jupyterhub.status", "failure")
+            else:
+                span.set_attribute("jupyterhub.status", "success")
+            span.end()
+
+    def _user_stop(self, wrapped: Any, user: Any, args: Any, kwargs: Any) -> Any:
+        current = trace.get_current_span()
+        if getattr(current, "name", None) == "jupyterhub.stop" and current.is_recording():
+            return wrapped(*args, **kwargs)
+        server_name = args[0] if args else kwargs.get("server_name", "")
+        return self._run("jupyterhub.stop", _user_server(user, server_name), lambda: wrapped(*args, **kwargs))
+
+    def _wait_up(self, wrapped: Any, user: Any, args: Any, kwargs: Any) -> Any:
+        spawner = args[0] if args else kwargs.get("spawner")
+        return self._wait(wrapped, spawner, args, kwargs)
+
+    async def _wait(self, wrapped: Any, spawner: Any, args: Any, kwargs: Any) -> Any:
+        count = [0]
+        reset = _polls.set(count)
+        try:
+            attributes: dict[str, Any] = dict(spawner_attributes(spawner))
+            server = getattr(spawner, "server", None)
+            if server is not None:
+                attributes["server.address"] = str(getattr(server, "ip", "") or "")
+                attributes["server.port"] = int(getattr(server, "port", 0) or 0)
+            span = self.start_span("jupyterhub.server.wait_up", attributes)
+        except Exception:
+            _polls.reset(reset)
+            return await wrapped(*args, **kwargs)
+        try:
+            with trace.use_span(span, end_on_exit=True), suppress_http_instrumentation():
+                try:
+                    result = await wrapped(*args, **kwargs)
+                except BaseException as error:
+                    _fail(span, error)
+                    raise
+                finally:
+                    span.set_attribute("jupyterhub.server.polls", count[0])
+                self._progress_event(spawner, "Server ready", 100)
+                return result
+        finally:
+            _polls.reset(reset)
+
+    # -- progress --
+    def _progress_event(self, spawner: Any, message: str, progress: Any = None) -> None:
+        with guarded("recording spawn progress"):
+            span = spawner.__dict__.get("_jh_otel_spans", {}).get("jupyterhub.spawn")
+            if span is None or not span.is_recording():
+                return
+            seen = spawner.__dict__.setdefault("_jh_otel_progress", set())
+            if message in seen:
+                return
+            seen.add(message)
+            attributes = {"jupyterhub.progress": progress} if isinstance(progress, (int, float)) else {}
+            span.add_event(message, attributes)
+
+    def _progress(self, wrapped: Any, spawner: Any, args: Any, kwargs: Any) -> Any:
+        return self._mirror_progress(wrapped(*args, **kwargs), spawner)
+
+    async def _mirror_progress(self, events: Any, spawner: Any) -> Any:
+        async for event in events:
+            if isinstance(event, dict) and isinstance(event.get("message"), str):
+                self._progress_event(spawner, event["message"], event.get("progress"))
+            yield event
+
+
+def _future_error(future: Any) -> BaseException | None:
+    if future.cancelled():
+        return None
+    return future.exception()
+
+
+def _handler_user(handler: Any, *args: Any, **kwargs: Any) -> dict[str, str]:
+    user = handler.__dict__.get("_jupyterhub_user")
+    name = getattr(user, "name", None)
+    return {USER: name} if isinstance(name, str) else {}
+
+
+def _stopped_attributes(handler: Any, user: Any, server_name: str = "", *args: Any, **kwargs: Any) -> dict[str, str]:
+    return {**_user_server(user, server_name), "jupyterhub.reason": "exited"}
+
+
+def _proxy_attributes(proxy: Any, *args: Any, **kwargs: Any) -> dict[str, str]:
+    attributes = {"jupyterhub.proxy.class": type(proxy).__qualname__}
+    user = args[0] if args else kwargs.get("user")
+    if hasattr(user, "spawners"):
+        attributes.update(_user_server(user, args[1] if len(args) > 1 else kwargs.get("server_name", "")))
+    return attributes
+
+
+def _poll_outcome(status: Any) -> dict[str, Any]:
+    if status is None:
+        return {"jupyterhub.status": "running"}
+    return {"jupyterhub.status": "stopped", "jupyterhub.exit_status": str(status)}
+
+
+def _count(result: Any) -> dict[str, Any]:
+    return {"jupyterhub.spawners": result} if isinstance(result, int) else {}
+
+
+def _counted(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    count = _polls.get()
+    if count is not None:
+        count[0] += 1
+        # JupyterHub 5's tornado client: its contrib wrapper ignores the suppression key, so go around it
+        inner = getattr(wrapped, "__wrapped__", None)
+        if inner is not None and type(instance).__module__.startswith("tornado"):
+            return inner(*args, **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _outside_any_trace(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """Periodic work scheduled from here runs with an empty context, not inside the spawn that started it."""
+    token = otel_context.attach(otel_context.Context())
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)

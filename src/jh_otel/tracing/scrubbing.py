@@ -1,0 +1,255 @@
+"""Every span leaves the process through :class:`ScrubbingSpanExporter`: one place, whichever instrumentation made it.
+
+The exporter wrapper runs on the span processor's worker thread, never on the hub's event loop. It redacts, in
+span names, attributes, events (exception messages and stack traces included), links and status descriptions:
+
+- URLs and paths (``url.full``, ``url.query``, ``http.target``...): credential-named parameters and token paths;
+- SQL (``db.statement``, ``db.query.text``): every literal value;
+- captured headers: ``Authorization``, ``Cookie``, ``Set-Cookie`` and credential-named headers;
+- any other text: ``name=value`` credentials, ``Bearer``/``token`` credentials, URL user info, and the values
+  :class:`KnownSecrets` recorded for the span's trace (a request's password, token and cookies, so an exception
+  message that echoes them is caught even without a telltale name).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
+
+from .. import scrub
+
+_URL_KEYS = frozenset({"url.full", "url.path", "url.query", "http.url", "http.target", "url.original"})
+_SQL_KEYS = frozenset({"db.statement", "db.query.text"})
+_HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
+# cheap test before any regex: text without these characters carries no pattern-detectable credential
+_SUSPECT = re.compile(r"[=@]|/api/authorizations|(?i:token|bearer|basic)")
+# with the characters = @ ? #: everything _SUSPECT finds plus what makes a URL worth parsing
+_GLANCE_WORDS = ("token", "bearer", "basic", "/api/authorizations")
+MIN_SECRET_LENGTH = 4
+
+
+class KnownSecrets:
+    """Secret values seen in a trace's requests, kept briefly (until the trace's spans have been exported).
+
+    Bounded: at most ``capacity`` traces, each for at most ``ttl`` seconds; the oldest go first.
+    """
+
+    def __init__(self, capacity: int = 20_000, ttl: float = 120.0) -> None:
+        self._capacity = capacity
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._by_trace: OrderedDict[int, tuple[float, tuple[str, ...]]] = OrderedDict()
+
+    def add(self, trace_id: int, values: Iterable[str]) -> None:
+        secrets = tuple(sorted({v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}, key=len))
+        if not secrets or not trace_id:
+            return
+        with self._lock:
+            previous = self._by_trace.pop(trace_id, None)
+            if previous is not None:
+                secrets = tuple(sorted(set(previous[1]) | set(secrets), key=len))
+            now = time.monotonic()
+            self._by_trace[trace_id] = (now, secrets[::-1])  # longest first
+            while len(self._by_trace) > self._capacity:
+                self._by_trace.popitem(last=False)
+            while self._by_trace:  # the oldest first: stop at the first one still fresh
+                oldest, (added, _) = next(iter(self._by_trace.items()))
+                if now - added <= self._ttl:
+                    break
+                del self._by_trace[oldest]
+
+    def get(self, trace_id: int) -> tuple[str, ...]:
+        entry = self._by_trace.get(trace_id)  # a dict read: atomic under the GIL
+        if entry is None or time.monotonic() - entry[0] > self._ttl:
+            return ()
+        return entry[1]
+
+    def __len__(self) -> int:
+        return len(self._by_trace)
+
+
+def _text(value: str, secrets: Sequence[str], patterns: bool = True) -> str:
+    for secret in secrets:
+        if secret in value:
+            value = value.replace(secret, scrub.REDACTED)
+    if patterns and _SUSPECT.search(value):
+        value = scrub.scrub_text(value)
+        if "/api/authorizations" in value or "?" in value:
+            value = " ".join(_url_word(word) for word in value.split(" "))
+    return value
+
+
+def _url_word(word: str) -> str:
+    return scrub.scrub_url(word) if "/" in word and ("?" in word or "/api/authorizations" in word) else word
+
+
+def _maybe_url(value: str) -> bool:
+    return "?" in value or "#" in value or "@" in value or "/api/authorizations" in value or "=" in value
+
+
+def scrub_value(key: str, value: Any, secrets: Sequence[str] = ()) -> Any:
+    """One attribute value, scrubbed according to what its key says it is (the same object when clean)."""
+    if type(value) is not str:
+        if isinstance(value, (tuple, list)):
+            items = [scrub_value(key, item, secrets) for item in value]
+            return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
+        return value
+    clean = value
+    if key.startswith(_HEADER_PREFIXES):
+        header = key.split(".", 3)[-1]
+        clean = scrub.scrub_headers({header.replace("_", "-"): value}).popitem()[1]
+    elif key in _SQL_KEYS:  # no literal left to find: ``token=?`` is a placeholder
+        clean = _text(scrub.scrub_sql(value), secrets, patterns=False)
+        return value if clean == value else clean
+    elif key in _URL_KEYS and _maybe_url(value):
+        clean = scrub.scrub_url("?" + value)[1:] if key == "url.query" else scrub.scrub_url(value)
+    clean = _text(clean, secrets)
+    return value if clean == value else clean
+
+
+def scrub_attributes(attributes: Mapping[str, Any] | None, secrets: Sequence[str] = ()) -> Mapping[str, Any] | None:
+    """The same mapping when nothing needed redacting, else a scrubbed copy (keeping its dropped count)."""
+    if not attributes:
+        return attributes
+    out: dict[str, Any] | None = None
+    for key, value in attributes.items():
+        clean = scrub_value(key, value, secrets)
+        if clean is not value:
+            if out is None:
+                out = dict(attributes)
+            out[key] = clean
+    if out is None:
+        return attributes
+    bounded = BoundedAttributes(maxlen=None, attributes=out, immutable=True)
+    bounded.dropped = getattr(attributes, "dropped", 0)
+    return bounded
+
+
+def _scrub_list(items: Any, clean: Callable[[Any], Any]) -> Any:
+    """A span's events or links, the same object when none changed (a copy keeps the dropped count)."""
+    if not items:
+        return items
+    new = [clean(item) for item in items]
+    if all(a is b for a, b in zip(new, items)):
+        return items
+    out: BoundedList = BoundedList(None)
+    out.extend(new)
+    out.dropped = getattr(items, "dropped", 0)
+    return out
+
+
+def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None) -> bool:
+    """One search over all of a plain span's text: nothing that any rule below would change (the common case)."""
+    if span._events or span._links or span.status.description:
+        return False
+    texts = [span.name]
+    raw = getattr(attributes, "_dict", attributes) or {}  # BoundedAttributes' own dict: no lock per item
+    for key, value in raw.items():
+        if key in _SQL_KEYS or key.startswith(_HEADER_PREFIXES):
+            return False
+        if type(value) is str:
+            texts.append(value)
+        elif isinstance(value, (tuple, list)):
+            texts.extend(str(item) for item in value)
+    text = "\n".join(texts)
+    if "=" in text or "@" in text or "?" in text or "#" in text:
+        return False
+    text = text.lower()  # str searches: far faster than one case-insensitive regex alternation
+    return not any(marker in text for marker in _GLANCE_WORDS)
+
+
+def scrub_span(span: ReadableSpan, known: KnownSecrets | None = None) -> ReadableSpan:
+    """``span`` itself when it carries no credential, else a scrubbed copy."""
+    context = span.get_span_context()
+    secrets = known.get(context.trace_id) if known is not None and context is not None else ()
+    if not secrets and _clean_at_a_glance(span, span._attributes):
+        return span
+    name = _text(span.name, secrets)
+    attributes = scrub_attributes(span._attributes, secrets)
+
+    def clean_event(event: Any) -> Any:
+        event_name = _text(event.name, secrets)
+        event_attributes = scrub_attributes(event.attributes, secrets)
+        if event_name == event.name and event_attributes is event.attributes:
+            return event
+        return Event(event_name, event_attributes, event.timestamp)
+
+    def clean_link(link: Any) -> Any:
+        link_attributes = scrub_attributes(link.attributes, secrets)
+        return link if link_attributes is link.attributes else Link(link.context, link_attributes)
+
+    events = _scrub_list(span._events, clean_event)
+    links = _scrub_list(span._links, clean_link)
+    status = span.status
+    if status.description:
+        description = _text(status.description, secrets)
+        if description != status.description:
+            status = Status(status.status_code, description)
+    if name == span.name and attributes is span._attributes and events is span._events and links is span._links:
+        if status is span.status:
+            return span
+    clean = copy.copy(span)
+    clean._name, clean._attributes, clean._events, clean._links, clean._status = name, attributes, events, links, status
+    return clean
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps a span exporter; spans are scrubbed on the way out, on the exporting thread."""
+
+    def __init__(self, inner: SpanExporter, known: KnownSecrets | None = None) -> None:
+        self.inner = inner
+        self.known = known
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        clean = []
+        for span in spans:
+            try:
+                clean.append(scrub_span(span, self.known))
+            except Exception:  # a span that cannot be scrubbed is not sent
+                continue
+        return self.inner.export(clean)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def wrap_exporters(tracer_provider: Any, known: KnownSecrets) -> list[Any]:
+    """Put :class:`ScrubbingSpanExporter` in front of every exporter of ``tracer_provider``'s span processors.
+
+    Returns undo callables. Processors of unknown types are left alone (and named in the return's log).
+    """
+    undo: list[Any] = []
+    multi = getattr(tracer_provider, "_active_span_processor", None)
+    for processor in getattr(multi, "_span_processors", ()):
+        holder, attribute = _exporter_slot(processor)
+        if holder is None:
+            continue
+        inner = getattr(holder, attribute)
+        if isinstance(inner, ScrubbingSpanExporter):
+            continue
+        setattr(holder, attribute, ScrubbingSpanExporter(inner, known))
+        undo.append(lambda holder=holder, attribute=attribute, inner=inner: setattr(holder, attribute, inner))
+    return undo
+
+
+def _exporter_slot(processor: Any) -> tuple[Any, str]:
+    batch = getattr(processor, "_batch_processor", None)
+    if batch is not None and hasattr(batch, "_exporter"):
+        return batch, "_exporter"
+    if hasattr(processor, "span_exporter") and not isinstance(type(processor).__dict__.get("span_exporter"), property):
+        return processor, "span_exporter"
+    return None, ""

@@ -1,0 +1,98 @@
+"""SQL spans: the contrib ``EngineTracer``, attached to the hub's own engine and corrected.
+
+``SQLAlchemyInstrumentor`` declares ``sqlalchemy < 2.1`` (a fresh JupyterHub install pulls 2.1, so the auto path
+skips it) and patches ``create_engine``, which ``jupyterhub.orm`` imported by name before any config line runs. So
+jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.db``'s bind) with these corrections:
+
+- span names are ``OPERATION table`` (``SELECT users``), not ``SELECT /srv/jupyterhub/jupyterhub.sqlite``;
+  ``db.operation`` is the operation alone and ``db.sql.table`` the table;
+- ``db.statement`` has every literal replaced by ``?`` (bound parameters are never recorded);
+- an error records its type and the driver's message with literals removed (SQLAlchemy's own message would add the
+  bound parameters); the contrib handler would put ``str(exception)`` in the status.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from opentelemetry.instrumentation.sqlalchemy import engine as contrib
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.trace import Status, StatusCode
+
+from ..scrub import scrub_sql
+
+_COMMENT = re.compile(r"^(?:\s*/\*.*?\*/|\s*--[^\n]*\n)+", re.S)
+_NAME = r"""["`\[]?([A-Za-z_][\w$]*)["`\]]?"""
+_TABLE = re.compile(rf"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+{_NAME}(?:\.{_NAME})?", re.I)
+
+
+@lru_cache(maxsize=1024)
+def summarize(statement: str) -> tuple[str, str, str]:
+    """``(operation, table, statement without literals)``; the table is ``""`` when there is none."""
+    body = _COMMENT.sub("", statement)
+    words = body.split(None, 1)
+    operation = words[0].upper() if words else ""
+    match = _TABLE.search(body)
+    table = (match.group(2) or match.group(1)) if match else ""  # schema.table -> table
+    return operation, table, scrub_sql(statement)
+
+
+def span_name(statement: Any, vendor: str) -> str:
+    if not isinstance(statement, str):
+        return vendor
+    operation, table, _ = summarize(statement)
+    return f"{operation} {table}" if table else (operation or vendor)
+
+
+def _handle_error(context: Any) -> None:
+    span = getattr(context.execution_context, "_otel_span", None)
+    if span is None:
+        return
+    if span.is_recording():
+        error = context.original_exception
+        message = scrub_sql(str(error))
+        error_type = type(error).__qualname__
+        span.set_attribute("error.type", error_type)
+        span.add_event("exception", {"exception.type": error_type, "exception.message": message})
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
+    span.end()
+
+
+class HubEngineTracer(contrib.EngineTracer):
+    _remove_event_listener_params: list[Any] = []  # ours alone: removing them leaves other engine tracers be
+
+    def __init__(self, tracer: Any, engine: Any) -> None:
+        usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections.usage")
+        super().__init__(tracer, engine, usage)
+
+    @classmethod
+    def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
+        if func is contrib._handle_error:
+            func = _handle_error
+        super()._register_event_listener(target, identifier, func, *args, **kw)
+
+    def _operation_name(self, db_name: Any, statement: Any) -> str:
+        return span_name(statement, self.vendor)
+
+    def _set_db_client_span_attributes(self, span: Any, statement: Any, db_name: Any, attrs: Any) -> None:
+        if not isinstance(statement, str):
+            return super()._set_db_client_span_attributes(span, statement, db_name, attrs)
+        operation, table, clean = summarize(statement)
+        super()._set_db_client_span_attributes(span, clean, db_name, attrs)
+        span.set_attribute("db.operation", operation)
+        if table:
+            span.set_attribute("db.sql.table", table)
+        return None
+
+
+def trace_engine(engine: Any, tracer: Any) -> Any:
+    """Trace ``engine``; returns the undo callable. An engine the contrib instrumentor already traces is taken over."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    contrib_instrumentor = SQLAlchemyInstrumentor()
+    if contrib_instrumentor.is_instrumented_by_opentelemetry:
+        contrib_instrumentor.uninstrument()
+    HubEngineTracer(tracer, engine)
+    return HubEngineTracer.remove_all_event_listeners

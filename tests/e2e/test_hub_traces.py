@@ -1,0 +1,367 @@
+"""End to end, traces: JupyterHub 6 under ``opentelemetry-instrument`` with traces on, the real proxy, real
+single-user servers that inherit the instrumentation, and an OTLP receiver. One drive, many assertions: the span
+trees of a login, a spawn (into the single-user server), a stop and a failing spawn; and no credential anywhere
+in what the receiver got or what the scrape endpoints serve."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+
+from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port
+from otlp_receiver import OTLPReceiver, Span
+
+pytestmark = pytest.mark.e2e
+
+USER = "alice"
+ECHO_USER = "echo"
+# every credential the drive sends, each distinctive enough to be found in a protobuf body
+SECRETS = {
+    "query_token": "qtok-5f1c9e2a7b3d4c68",
+    "query_password": "qpass-77a1b2c3d4e5",
+    "query_api_key": "qkey-0a9b8c7d6e5f",
+    "query_client_secret": "qsecret-1234abcd5678",
+    "bearer": "bearer-9e8d7c6b5a4f3e2d",
+    "cookie_session": "cookie-sess-4b3c2d1e0f9a",
+    "cookie_xsrf": "cookie-xsrf-8f7e6d5c4b3a",
+    "oauth_code": "oauth-code-2468ace13579",
+    "oauth_state": "oauth-state-1357bdf02468",
+    "token_path": "pathtok-6c5b4a39281706",
+    "echoed_password": "echo-pass-a1b2c3d4e5f6",
+    "singleuser_token": "sutok-0f1e2d3c4b5a6978",
+    "singleuser_bearer": "subearer-9a8b7c6d5e4f",
+    "singleuser_code": "sucode-1122334455aa",
+    "service_token": SERVICE_TOKEN,
+    "password": PASSWORD,
+}
+
+ECHO_CONFIG = f"""
+from jupyterhub.auth import DummyAuthenticator
+
+class EchoingAuthenticator(DummyAuthenticator):
+    # an authenticator whose error message echoes the password it was given
+    async def authenticate(self, handler, data):
+        if data.get("username") == "{ECHO_USER}":
+            raise ValueError("cannot verify password %r for %s" % (data["password"], data["username"]))
+        return await super().authenticate(handler, data)
+
+c.JupyterHub.authenticator_class = EchoingAuthenticator
+"""
+
+
+@dataclass
+class Stack:
+    hub: Hub
+    receiver: OTLPReceiver
+    exporter_url: str
+    scrapes: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    receiver = OTLPReceiver().start()
+    exporter_port = free_port()
+    env = {
+        "OTEL_SERVICE_NAME": "jupyterhub",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "prometheus,otlp",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(exporter_port),
+        "OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION": "inherit",
+        "OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION": "on",
+        "OTEL_PYTHON_TORNADO_EXCLUDED_URLS": "hub/api/info",
+    }
+    hub = Hub(tmp_path_factory.mktemp("traced-hub"), env, extra_config=ECHO_CONFIG).start()
+    stack = Stack(hub, receiver, f"http://127.0.0.1:{exporter_port}/metrics")
+    try:
+        drive(stack)
+        yield stack
+    finally:
+        hub.stop()
+        receiver.stop()
+
+
+def drive(stack: Stack) -> None:
+    hub, url = stack.hub, stack.hub.url
+    assert hub.api("POST", "/users", json={"usernames": [USER, ECHO_USER, FAILING_USER]}).status_code == 201
+    assert hub.login(USER, PASSWORD).status_code == 302
+    assert hub.login(USER, "wrong-password").status_code == 403
+    # the authenticator raises with the password in its message: a 500 whose exception must not leak it
+    assert hub.login(ECHO_USER, SECRETS["echoed_password"]).status_code == 500
+    assert hub.api("GET", "/info").status_code == 200  # excluded from tracing by the setting
+    assert hub.api("GET", "/no-such-endpoint").status_code == 404
+
+    # the spawn: one trace from the request into the single-user server
+    assert hub.api("POST", f"/users/{USER}/server").status_code in (201, 202)
+    hub.wait_server(USER, ready=True)
+    send_credentials(stack)
+
+    assert hub.api("DELETE", f"/users/{USER}/server").status_code in (202, 204)
+    hub.wait_server(USER, ready=False)
+    hub.api("POST", f"/users/{FAILING_USER}/server")  # 202, or 500 (JupyterHub's own race when the server dies)
+    hub.wait_server(FAILING_USER, ready=False)
+    for endpoint, headers in (
+        (f"{url}/hub/metrics", {"Authorization": f"token {SERVICE_TOKEN}"}),
+        (stack.exporter_url, {}),
+    ):
+        stack.scrapes.append(requests.get(endpoint, headers=headers, timeout=10).text)
+    stack.receiver.wait_for(
+        lambda r: {"jupyterhub.spawn", "jupyterhub.stop", "jupyterhub.singleuser.startup"} <= r.span_names(),
+        timeout=20,
+    )
+    time.sleep(2)  # the last batches: spans (0.2 s) and metrics (1 s)
+
+
+def send_credentials(stack: Stack) -> None:
+    """Each form of credential from the issue, to the hub and to a single-user server (through the proxy)."""
+    url, s = stack.hub.url, SECRETS
+    get = requests.get
+    get(f"{url}/hub/api/user?token={s['query_token']}&password={s['query_password']}", timeout=10)
+    get(f"{url}/hub/api/users?api_key={s['query_api_key']}&client_secret={s['query_client_secret']}", timeout=10)
+    get(f"{url}/hub/api/user", headers={"Authorization": f"Bearer {s['bearer']}"}, timeout=10)
+    cookies = {"jupyterhub-session-id": s["cookie_session"], "_xsrf": s["cookie_xsrf"]}
+    get(f"{url}/hub/home", cookies=cookies, allow_redirects=False, timeout=10)
+    get(f"{url}/hub/api/authorizations/token/{s['token_path']}", timeout=10)
+    get(
+        f"{url}/hub/api/oauth2/authorize?client_id=jupyterhub-user-{USER}&state={s['oauth_state']}&response_type=code",
+        allow_redirects=False,
+        timeout=10,
+    )
+    requests.post(
+        f"{url}/hub/api/oauth2/token",
+        data={"code": s["oauth_code"], "client_secret": s["query_client_secret"], "grant_type": "authorization_code"},
+        timeout=10,
+    )
+    user_url = f"{url}/user/{USER}"
+    get(f"{user_url}/api/status?token={s['singleuser_token']}", allow_redirects=False, timeout=10)
+    get(f"{user_url}/api/status", headers={"Authorization": f"token {s['singleuser_bearer']}"}, timeout=10)
+    get(
+        f"{user_url}/oauth_callback?code={s['singleuser_code']}&state={s['oauth_state']}",
+        allow_redirects=False,
+        timeout=10,
+    )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class Traces:
+    def __init__(self, spans: list[Span]) -> None:
+        self.spans = spans
+        self.by_id = {span.span_id: span for span in spans}
+        self.children: dict[str, list[Span]] = defaultdict(list)
+        for span in spans:
+            self.children[span.parent_span_id].append(span)
+
+    def named(self, name: str, **attributes: object) -> list[Span]:
+        return [
+            s for s in self.spans if s.name == name and all(s.attributes.get(k) == v for k, v in attributes.items())
+        ]
+
+    def one(self, name: str, **attributes: object) -> Span:
+        found = self.named(name, **attributes)
+        assert len(found) == 1, (name, attributes, [(s.name, s.attributes) for s in found])
+        return found[0]
+
+    def parent(self, span: Span) -> Span | None:
+        return self.by_id.get(span.parent_span_id)
+
+    def kids(self, span: Span, name: str | None = None) -> list[Span]:
+        return [s for s in self.children[span.span_id] if name is None or s.name == name]
+
+    def descendants(self, span: Span) -> list[Span]:
+        out, todo = [], [span]
+        while todo:
+            for child in self.children[todo.pop().span_id]:
+                out.append(child)
+                todo.append(child)
+        return out
+
+
+@pytest.fixture(scope="module")
+def traces(stack: Stack) -> Traces:
+    return Traces(stack.receiver.spans())
+
+
+def spawn_trace(traces: Traces, user: str) -> tuple[Span, Span]:
+    spawn = traces.one("jupyterhub.spawn", **{"jupyterhub.user.name": user})
+    request = traces.parent(spawn)
+    assert request is not None
+    return request, spawn
+
+
+# ---------------------------------------------------------------- trees
+
+
+def test_a_spawn_is_one_trace_from_the_request_into_the_single_user_server(traces: Traces) -> None:
+    request, spawn = spawn_trace(traces, USER)
+    assert request.name == "POST /hub/api/users/{user_name}/server" and request.kind == "SERVER"
+    assert request.attributes["http.route"] == "/hub/api/users/{user_name}/server"
+    assert request.attributes["jupyterhub.service.name"] == "e2e"
+    assert spawn.attributes["jupyterhub.spawner.class"] == "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    assert spawn.attributes["jupyterhub.server.name"] == ""
+    assert spawn.attributes["jupyterhub.status"] == "success" and spawn.status_code == "UNSET"
+    # the whole spawn: start, the readiness wait and the proxy route, in this order, all inside the spawn span
+    steps = {
+        name: traces.kids(spawn, name)
+        for name in ("jupyterhub.spawner.start", "jupyterhub.server.wait_up", "jupyterhub.proxy.add_route")
+    }
+    assert all(len(found) == 1 for found in steps.values()), steps
+    start, wait, route = (found[0] for found in steps.values())
+    assert (
+        start.end_time_unix_nano <= wait.start_time_unix_nano <= wait.end_time_unix_nano <= route.start_time_unix_nano
+    )
+    assert (
+        spawn.start_time_unix_nano <= start.start_time_unix_nano
+        and route.end_time_unix_nano <= spawn.end_time_unix_nano
+    )
+    assert route.attributes["jupyterhub.user.name"] == USER
+    # SQL of the spawn belongs to it
+    sql = [s for s in traces.descendants(spawn) if s.attributes.get("db.system") == "sqlite"]
+    assert sql and all(re.fullmatch(r"(SELECT|INSERT|UPDATE|DELETE)( \w+)?", s.name) for s in sql), [
+        s.name for s in sql
+    ]
+    assert any(s.name == "INSERT servers" for s in sql)
+    # the single-user server's startup, from its own service, is a child of spawner.start
+    (startup,) = traces.kids(start, "jupyterhub.singleuser.startup")
+    assert startup.resource["service.name"] == "jupyterhub-singleuser"
+    assert startup.resource["jupyterhub.user.name"] == USER
+    assert startup.trace_id == request.trace_id
+    # progress messages are events
+    assert [e.name for e in spawn.events][:1] == ["Server requested"] and "Server ready" in [
+        e.name for e in spawn.events
+    ]
+
+
+def test_the_readiness_wait_is_one_span_without_client_spans(traces: Traces) -> None:
+    _, spawn = spawn_trace(traces, USER)
+    (wait,) = traces.kids(spawn, "jupyterhub.server.wait_up")
+    assert wait.attributes["jupyterhub.server.polls"] >= 1
+    assert wait.status_code == "UNSET"
+    assert traces.descendants(wait) == []
+
+
+def test_proxy_calls_are_client_spans_with_context_propagation(traces: Traces) -> None:
+    _, spawn = spawn_trace(traces, USER)
+    (route,) = traces.kids(spawn, "jupyterhub.proxy.add_route")
+    (client,) = traces.kids(route)
+    assert client.kind == "CLIENT" and client.name == "POST"
+    assert client.attributes["http.request.method"] == "POST"
+    assert client.attributes["url.full"].endswith(f"/api/routes/user/{USER}")
+    assert client.attributes["http.response.status_code"] == 201
+
+
+def test_a_failing_spawn_shows_where_it_failed(traces: Traces) -> None:
+    _, spawn = spawn_trace(traces, FAILING_USER)
+    assert spawn.status_code == "ERROR" and spawn.attributes["jupyterhub.status"] == "failure"
+    assert spawn.attributes["error.type"]
+    failed = [s for s in traces.descendants(spawn) if s.status_code == "ERROR"]
+    assert [s.name for s in failed] == ["jupyterhub.server.wait_up"]
+    (stop,) = traces.kids(failed[0], "jupyterhub.stop")
+    polls = traces.kids(stop, "jupyterhub.spawner.poll")
+    assert polls and polls[0].attributes["jupyterhub.status"] == "stopped"
+    assert polls[0].attributes["jupyterhub.exit_status"] == "3"
+
+
+def test_login_spans_carry_user_and_outcome(traces: Traces) -> None:
+    logins = traces.named("jupyterhub.login", **{"jupyterhub.user.name": USER})
+    assert sorted(s.attributes["jupyterhub.login.status"] for s in logins) == ["failure", "success"]
+    for login in logins:
+        parent = traces.parent(login)
+        assert parent is not None and parent.name == "POST /hub/login"
+    ok = next(s for s in logins if s.attributes["jupyterhub.login.status"] == "success")
+    assert traces.parent(ok).attributes["jupyterhub.user.name"] == USER  # the request span knows the user too
+
+
+def test_5xx_request_spans_have_status_error_and_the_exception(traces: Traces) -> None:
+    (login,) = traces.named("jupyterhub.login", **{"jupyterhub.user.name": ECHO_USER})
+    assert login.status_code == "ERROR" and login.attributes["error.type"] == "ValueError"
+    request = traces.parent(login)
+    assert request.name == "POST /hub/login"
+    assert request.status_code == "ERROR"
+    assert request.attributes["http.response.status_code"] == 500 and request.attributes["error.type"] == "500"
+    exception = next(e for e in request.events if e.name == "exception")
+    assert exception.attributes["exception.type"] == "ValueError"
+    assert "[redacted]" in exception.attributes["exception.message"]
+    errors = [s for s in traces.spans if s.kind == "SERVER" and s.attributes.get("http.response.status_code", 0) >= 500]
+    assert errors and all(s.status_code == "ERROR" for s in errors)
+    ok = [s for s in traces.spans if s.kind == "SERVER" and s.attributes.get("http.response.status_code", 0) < 500]
+    assert all(s.status_code == "UNSET" for s in ok)
+
+
+def test_stop_and_poll_spans_carry_their_attributes(traces: Traces) -> None:
+    stop = traces.one("jupyterhub.stop", **{"jupyterhub.user.name": USER, "jupyterhub.status": "success"})
+    assert traces.parent(stop).name == "DELETE /hub/api/users/{user_name}/server"
+    assert stop.attributes["jupyterhub.spawner.class"] == "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    names = [s.name for s in traces.kids(stop)]
+    assert {"jupyterhub.proxy.delete_route", "jupyterhub.spawner.stop", "jupyterhub.spawner.poll"} <= set(names)
+    polls = traces.named("jupyterhub.spawner.poll", **{"jupyterhub.user.name": USER})
+    assert {p.attributes["jupyterhub.status"] for p in polls} >= {"running"}
+
+
+def test_span_names_are_route_templates(traces: Traces) -> None:
+    servers = [s for s in traces.spans if s.kind == "SERVER"]
+    assert servers and not [s.name for s in servers if "%" in s.name]
+    assert "GET /hub/api/users/{user_name}" in {s.name for s in servers}
+    (missing,) = [s for s in servers if s.attributes.get("url.path") == "/hub/api/no-such-endpoint"]
+    assert missing.name == "GET unmatched" and "http.route" not in missing.attributes
+    assert not [s for s in servers if s.attributes.get("url.path") == "/hub/api/info"]  # excluded by the setting
+    for span in servers:
+        assert {"http.request.method", "url.path", "http.response.status_code"} <= span.attributes.keys(), span
+    assert {s.resource["service.name"] for s in servers} == {"jupyterhub", "jupyterhub-singleuser"}
+
+
+def test_startup_is_a_trace_of_its_own(traces: Traces) -> None:
+    startup = traces.one("jupyterhub.startup")
+    assert startup.parent_span_id == ""
+    names = {s.name for s in traces.kids(startup)}
+    assert {"jupyterhub.init_spawners", "jupyterhub.proxy.check_routes"} <= names
+    # periodic polls are not children of the spawn that started them
+    _, spawn = spawn_trace(traces, USER)
+    in_spawn = {s.span_id for s in traces.descendants(spawn)}
+    periodic = [p for p in traces.named("jupyterhub.spawner.poll") if p.parent_span_id == ""]
+    assert not in_spawn & {p.span_id for p in periodic}
+
+
+def test_latency_histograms_carry_trace_exemplars(stack: Stack, traces: Traces) -> None:
+    # an export carries the exemplars of the measurements made since the previous one
+    exports = stack.receiver.metrics("jupyterhub.request.duration")
+    linked = {t for metric in exports for point in metric.data_points for t in point.exemplar_trace_ids}
+    assert linked, "no exemplar on jupyterhub.request.duration"
+    assert linked <= {s.trace_id for s in traces.spans}
+
+
+def test_hub_log_lines_carry_the_trace_context(stack: Stack, traces: Traces) -> None:
+    request, _ = spawn_trace(traces, USER)
+    lines = [line for line in stack.hub.log().splitlines() if f"trace_id={request.trace_id}" in line]
+    assert any("/hub/api/users/alice/server" in line for line in lines), lines[:5]
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_no_credential_reaches_the_receiver_or_a_scrape(stack: Stack, traces: Traces) -> None:
+    bodies = stack.receiver.raw_bodies()
+    assert bodies and stack.scrapes
+    # the credentials were sent where the spans say they were
+    paths = {s.attributes.get("url.path") for s in traces.spans}
+    assert {"/hub/api/oauth2/token", "/user/alice/oauth_callback", "/hub/api/authorizations/token/[redacted]"} <= paths
+    queries = {s.attributes.get("url.query") for s in traces.spans}
+    assert "token=[redacted]&password=[redacted]" in queries
+    leaks = {
+        label: where
+        for label, secret in SECRETS.items()
+        for where, data in [*(("otlp", b) for b in bodies), *(("scrape", t.encode()) for t in stack.scrapes)]
+        if secret.encode() in data
+    }
+    assert not leaks

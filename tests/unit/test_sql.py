@@ -1,0 +1,229 @@
+"""SQL spans: statements summarized (operation, table, no literal) and a real SQLite engine traced end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from jh_otel.tracing.sql import span_name, summarize, trace_engine
+
+SUMMARIES = [
+    (
+        "SELECT users.id AS users_id FROM users WHERE users.name = ?",
+        ("SELECT", "users", "SELECT users.id AS users_id FROM users WHERE users.name = ?"),
+    ),
+    (
+        "INSERT INTO api_tokens (hashed, prefix, user_id) VALUES (?, ?, ?)",
+        ("INSERT", "api_tokens", "INSERT INTO api_tokens (hashed, prefix, user_id) VALUES (?, ?, ?)"),
+    ),
+    (
+        "UPDATE spawners SET state=? WHERE spawners.id = ?",
+        ("UPDATE", "spawners", "UPDATE spawners SET state=? WHERE spawners.id = ?"),
+    ),
+    (
+        "DELETE FROM servers WHERE servers.id = ?",
+        ("DELETE", "servers", "DELETE FROM servers WHERE servers.id = ?"),
+    ),
+    ("SELECT 1", ("SELECT", "", "SELECT ?")),
+    (
+        "/* jupyterhub */ SELECT users.id FROM users WHERE users.id = ?",
+        ("SELECT", "users", "/* jupyterhub */ SELECT users.id FROM users WHERE users.id = ?"),
+    ),
+    (
+        '/* multi\nline */\n  select * from "users" where "users".name = \'alice\'',
+        ("SELECT", "users", '/* multi\nline */\n  select * from "users" where "users".name = ?'),
+    ),
+    ("SELECT * FROM `api_tokens`", ("SELECT", "api_tokens", "SELECT * FROM `api_tokens`")),
+    ("SELECT * FROM [oauth_clients]", ("SELECT", "oauth_clients", "SELECT * FROM [oauth_clients]")),
+    (
+        "SELECT * FROM users WHERE name = 'alice' AND id = 42",
+        ("SELECT", "users", "SELECT * FROM users WHERE name = ? AND id = ?"),
+    ),
+    (
+        "SELECT * FROM users WHERE name = 'it''s' AND score > -1.5e3",
+        ("SELECT", "users", "SELECT * FROM users WHERE name = ? AND score > ?"),
+    ),
+    (
+        "SELECT count(*) AS count_1 FROM (SELECT users.id AS users_id FROM users) AS anon_1",
+        ("SELECT", "users", "SELECT count(*) AS count_1 FROM (SELECT users.id AS users_id FROM users) AS anon_1"),
+    ),
+    (
+        "SELECT users.id FROM users JOIN spawners ON spawners.user_id = users.id LIMIT 10 OFFSET 20",
+        ("SELECT", "users", "SELECT users.id FROM users JOIN spawners ON spawners.user_id = users.id LIMIT ? OFFSET ?"),
+    ),
+    ("CREATE TABLE users (id INTEGER, name TEXT)", ("CREATE", "users", "CREATE TABLE users (id INTEGER, name TEXT)")),
+    ("", ("", "", "")),
+]
+
+
+@pytest.mark.parametrize(("statement", "expected"), SUMMARIES)
+def test_summarize(statement: str, expected: tuple[str, str, str]) -> None:
+    assert summarize(statement) == expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("SELECT users.id AS users_id FROM users WHERE users.name = ?", "SELECT users"),
+        ("INSERT INTO api_tokens (hashed) VALUES (?)", "INSERT api_tokens"),
+        ("UPDATE spawners SET state=? WHERE spawners.id = ?", "UPDATE spawners"),
+        ("DELETE FROM servers WHERE servers.id = ?", "DELETE servers"),
+        ("/* jupyterhub */ select 1", "SELECT"),
+        ("SELECT 1", "SELECT"),
+        ("", "sqlite"),
+        ("   ", "sqlite"),
+        ("/* only a comment */", "sqlite"),
+        (None, "sqlite"),
+        (b"SELECT 1", "sqlite"),
+        (42, "sqlite"),
+    ],
+)
+def test_span_name(statement: Any, expected: str) -> None:
+    """``OPERATION table``, the operation alone without a table, the vendor without a string statement."""
+    assert span_name(statement, "sqlite") == expected
+
+
+def test_span_name_is_the_vendor_for_non_string_statements() -> None:
+    assert span_name(None, "postgresql") == "postgresql"
+    assert span_name(object(), "mysql") == "mysql"
+
+
+# --- a real engine ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]]:
+    """An in-memory SQLite engine traced into an in-memory span exporter; the undo runs at the end in any case."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = sqlalchemy.create_engine("sqlite://")
+    undo = trace_engine(engine, provider.get_tracer("test"))
+    try:
+        yield engine, exporter, undo
+    finally:
+        undo()
+        engine.dispose()
+        provider.shutdown()
+
+
+def test_engine_spans(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]) -> None:
+    """One client span per statement, named ``OPERATION table``, with literal-free statements."""
+    engine, exporter, _ = traced
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE users (id INTEGER, name TEXT)"))
+        conn.execute(text("INSERT INTO users (id, name) VALUES (:id, :name)"), {"id": 1, "name": "alice"})
+        assert conn.execute(text("SELECT id FROM users WHERE name = 'alice'")).scalar_one() == 1
+        conn.execute(text("UPDATE users SET name = :name WHERE id = 1"), {"name": "bob"})
+        conn.execute(text("DELETE FROM users WHERE name = 'bob'"))
+
+    spans = exporter.get_finished_spans()
+    assert [span.name for span in spans] == [
+        "CREATE users",
+        "INSERT users",
+        "SELECT users",
+        "UPDATE users",
+        "DELETE users",
+    ]
+    assert [dict(span.attributes) for span in spans] == [
+        {
+            "db.system": "sqlite",
+            "db.statement": "CREATE TABLE users (id INTEGER, name TEXT)",
+            "db.operation": "CREATE",
+            "db.sql.table": "users",
+        },
+        {
+            "db.system": "sqlite",
+            "db.statement": "INSERT INTO users (id, name) VALUES (?, ?)",
+            "db.operation": "INSERT",
+            "db.sql.table": "users",
+        },
+        {
+            "db.system": "sqlite",
+            "db.statement": "SELECT id FROM users WHERE name = ?",
+            "db.operation": "SELECT",
+            "db.sql.table": "users",
+        },
+        {
+            "db.system": "sqlite",
+            "db.statement": "UPDATE users SET name = ? WHERE id = ?",
+            "db.operation": "UPDATE",
+            "db.sql.table": "users",
+        },
+        {
+            "db.system": "sqlite",
+            "db.statement": "DELETE FROM users WHERE name = ?",
+            "db.operation": "DELETE",
+            "db.sql.table": "users",
+        },
+    ]
+    for span in spans:
+        assert span.kind is SpanKind.CLIENT
+        assert span.status.status_code is StatusCode.UNSET
+        assert span.events == ()
+        for value in span.attributes.values():
+            assert "alice" not in str(value) and "bob" not in str(value)
+
+
+def test_engine_span_without_a_table(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]) -> None:
+    engine, exporter, _ = traced
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "SELECT"
+    assert dict(span.attributes) == {"db.system": "sqlite", "db.statement": "SELECT ?", "db.operation": "SELECT"}
+
+
+@pytest.mark.parametrize(
+    ("statement", "name", "message"),
+    [
+        ("SELECT * FROM missing WHERE name = 'alice'", "SELECT missing", "no such table: missing"),
+        # SQLite echoes the offending literal; the span must not
+        ("SELECT * FROM users WHERE name = 'alice' 'bob'", "SELECT users", 'near "?": syntax error'),
+    ],
+)
+def test_engine_error_span(
+    traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any], statement: str, name: str, message: str
+) -> None:
+    """A failing statement ends its span with status ERROR, ``error.type`` and a literal-free exception event."""
+    engine, exporter, _ = traced
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE users (id INTEGER, name TEXT)"))
+        with pytest.raises(OperationalError):
+            conn.execute(text(statement))
+
+    _, span = exporter.get_finished_spans()
+    assert span.name == name
+    assert span.attributes["db.operation"] == "SELECT"
+    assert span.attributes["error.type"] == "OperationalError"
+    assert "alice" not in span.attributes["db.statement"]
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == f"OperationalError: {message}"
+    assert [(event.name, dict(event.attributes)) for event in span.events] == [
+        ("exception", {"exception.type": "OperationalError", "exception.message": message})
+    ]
+    assert span.end_time is not None
+
+
+def test_undo_removes_the_listeners(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]) -> None:
+    engine, exporter, undo = traced
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert len(exporter.get_finished_spans()) == 1
+
+    undo()
+    exporter.clear()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        with pytest.raises(OperationalError):
+            conn.execute(text("SELECT * FROM missing"))
+    assert exporter.get_finished_spans() == ()
