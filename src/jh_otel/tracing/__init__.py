@@ -1,9 +1,9 @@
 """Traces: contrib instrumentations corrected for JupyterHub, JupyterHub's operations, scrubbing on the way out.
 
 :class:`ProcessTracing` runs in every process under the wrapper (the hub, and single-user servers that inherit
-it): stable HTTP semantic conventions, the tornado corrections, tornado and aiohttp-client instrumentation, and the
-scrubbing exporter in front of every span exporter. :class:`HubTracing` is bound to one hub: SQL spans on its
-engine, its operation spans and log correlation.
+it): stable HTTP semantic conventions, the tornado corrections, tornado and aiohttp-client instrumentation, the
+scrubbing exporter in front of every span exporter and the fast OTLP span encoder. :class:`HubTracing` is bound to
+one hub: SQL spans on its engine, its operation spans and log correlation.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from opentelemetry import trace
 from .._guard import guarded
 from ..settings import Settings
 from ..version import __version__
+from . import encoding
 from .logs import correlate
 from .operations import Operations
 from .scrubbing import KnownSecrets, wrap_exporters
@@ -63,6 +64,8 @@ class ProcessTracing:
     def install(self) -> None:
         with guarded("scrubbing span exporters"):
             self._undo += wrap_exporters(self.tracer_provider, self.known)
+        with guarded("encoding spans"):
+            self._undo += encoding.install()
         with guarded("correcting the tornado instrumentation"):
             from opentelemetry.instrumentation import tornado as contrib_tornado
 

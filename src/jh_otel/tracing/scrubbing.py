@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -90,6 +91,12 @@ def _text(value: str, secrets: Sequence[str], patterns: bool = True) -> str:
     return value
 
 
+@lru_cache(maxsize=1024)
+def _scrub_sql(statement: str) -> str:
+    """Statements repeat: each is scrubbed once (most are already literal-free: jh_otel's SQL spans scrub them)."""
+    return scrub.scrub_sql(statement)
+
+
 def _url_word(word: str) -> str:
     return scrub.scrub_url(word) if "/" in word and ("?" in word or "/api/authorizations" in word) else word
 
@@ -110,7 +117,7 @@ def scrub_value(key: str, value: Any, secrets: Sequence[str] = ()) -> Any:
         header = key.split(".", 3)[-1]
         clean = scrub.scrub_headers({header.replace("_", "-"): value}).popitem()[1]
     elif key in _SQL_KEYS:  # no literal left to find: ``token=?`` is a placeholder
-        clean = _text(scrub.scrub_sql(value), secrets, patterns=False)
+        clean = _text(_scrub_sql(value), secrets, patterns=False)
         return value if clean == value else clean
     elif key in _URL_KEYS and _maybe_url(value):
         clean = scrub.scrub_url("?" + value)[1:] if key == "url.query" else scrub.scrub_url(value)
