@@ -1,4 +1,4 @@
-"""jh_otel: OpenTelemetry for JupyterHub, with every ``jupyterhub_*`` metric exactly once.
+"""jh_otel: OpenTelemetry for JupyterHub: every ``jupyterhub_*`` metric exactly once, and traces that explain it.
 
 Usage
 -----
@@ -17,6 +17,11 @@ metrics and the seed spec's, on ``/hub/metrics`` (still behind the ``read:metric
 Prometheus exporter port when ``prometheus`` is among ``OTEL_METRICS_EXPORTER`` (``OTEL_EXPORTER_PROMETHEUS_HOST``,
 default ``localhost``, and ``..._PORT``, default 9464), and over OTLP when ``otlp`` is.
 
+With a traces exporter (``OTEL_TRACES_EXPORTER=otlp``) it also gets traces (:mod:`jh_otel.tracing`): request
+spans named by route template, SQL spans, client spans for the proxy API, and JupyterHub's own operations
+(``jupyterhub.login``, ``jupyterhub.spawn`` and its steps, ``jupyterhub.stop``, polls, proxy calls, startup), every
+credential scrubbed before export.
+
 Configuration
 -------------
 ======================================================  ==========  =================================================
@@ -29,7 +34,11 @@ Variable                                                Default     Meaning
 ``OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION``    ``off``     ``off``: spawned servers do not inherit
                                                                     ``opentelemetry-instrument``; ``inherit``: they
                                                                     do, with the hub's ``OTEL_*`` settings and
-                                                                    ``service.name=jupyterhub-singleuser``.
+                                                                    ``service.name=jupyterhub-singleuser`` and the
+                                                                    spawn's trace context.
+``OTEL_PYTHON_JUPYTERHUB_TRACES``                       ``on``      ``off``: no jh_otel spans (operations, SQL).
+``OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION``              ``off``     ``on``: hub log lines end with the trace and
+                                                                    span ids inside a span.
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.
@@ -40,7 +49,8 @@ and the hub starts anyway.
 
 API
 ---
-- :class:`JupyterHubInstrumentor` -- ``instrument(meter_provider=..., settings=..., registry=...)``.
+- :class:`JupyterHubInstrumentor` -- ``instrument(meter_provider=..., tracer_provider=..., settings=...,
+  registry=...)``.
 - :func:`configure` -- the one-line setup.
 - :func:`parse_settings`, :class:`Settings`, :func:`build_catalogue`.
 """

@@ -55,14 +55,15 @@ class BlackHole:
 
 @pytest.mark.parametrize("setup", ["opentelemetry-instrument", "config-line"])
 def test_smoke(setup: str, tmp_path) -> None:
-    """Spawn, stop and login are exported exactly once on both endpoints and over OTLP/HTTP; a bad setting is one
-    log line and changes nothing else."""
+    """Spawn, stop and login are exported exactly once on both endpoints and over OTLP/HTTP, the spawn is one trace;
+    a bad setting is one log line and changes nothing else."""
     exporter_port = free_port()
     with OTLPReceiver() as receiver:
         env = {
             "OTEL_SERVICE_NAME": "jupyterhub",
             "OTEL_METRICS_EXPORTER": "prometheus,otlp",
-            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_LOGS_EXPORTER": "none",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
@@ -97,10 +98,28 @@ def test_smoke(setup: str, tmp_path) -> None:
             point = receiver.latest_metric("jupyterhub.spawn.success").data_points[0]
             assert point.value == 1 and point.attributes == {"spawner_class": "SimpleLocalProcessSpawner"}
             assert all(m.transport == "http" for m in receiver.metrics())
+            assert_spawn_trace(receiver)
             assert (
                 "jh_otel: OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT='forever' is invalid: expected a number of "
                 "seconds from 0 to 30; using the default 0.5\n" in hub.log()
             )
+
+
+def assert_spawn_trace(receiver: OTLPReceiver) -> None:
+    """One trace from the request to the proxy route, on JupyterHub 5 (tornado's client) as on 6 (aiohttp)."""
+    assert receiver.wait_for(lambda r: "jupyterhub.stop" in r.span_names(), 10)
+    spans = receiver.spans()
+    (spawn,) = [s for s in spans if s.name == "jupyterhub.spawn"]
+    (request,) = [s for s in spans if s.span_id == spawn.parent_span_id]
+    assert request.name == "POST /hub/api/users/{user_name}/server"
+    children = {s.name: s for s in spans if s.parent_span_id == spawn.span_id}
+    assert {"jupyterhub.spawner.start", "jupyterhub.server.wait_up", "jupyterhub.proxy.add_route"} <= children.keys()
+    wait = children["jupyterhub.server.wait_up"]
+    assert wait.attributes["jupyterhub.server.polls"] >= 1
+    assert not [s for s in spans if s.parent_span_id == wait.span_id]  # no span per readiness poll
+    (client,) = [s for s in spans if s.parent_span_id == children["jupyterhub.proxy.add_route"].span_id]
+    assert client.kind == "CLIENT" and client.attributes["http.response.status_code"] == 201
+    assert not [s.name for s in spans if "%" in s.name]
 
 
 def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:

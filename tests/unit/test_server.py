@@ -1,0 +1,209 @@
+"""Request spans: the contrib tornado instrumentation with jh_otel's corrections, on a real tornado server."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+import tornado.web
+import tornado.websocket
+from opentelemetry.instrumentation import tornado as contrib
+from opentelemetry.instrumentation.tornado import TornadoInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+from jh_otel.tracing.scrubbing import KnownSecrets
+from jh_otel.tracing.server import ServerCorrections, request_secrets
+
+PREFIX = "/pre%25fix"  # a base_url with a %: the contrib route formatting raised ValueError on it
+
+
+class UserServer(tornado.web.RequestHandler):
+    def prepare(self):
+        self._jupyterhub_user = SimpleNamespace(name="alice", kind="user")
+
+    def get(self, user_name):
+        self.write(user_name)
+
+
+class Boom(tornado.web.RequestHandler):
+    def get(self):
+        raise RuntimeError("it broke")
+
+
+class Unavailable(tornado.web.RequestHandler):
+    def get(self):
+        raise tornado.web.HTTPError(503)
+
+
+class Echo(tornado.websocket.WebSocketHandler):
+    def on_message(self, message):
+        self.write_message(message)
+
+
+@pytest.fixture
+def traced():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    instrumentor = TornadoInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, meter_provider=MeterProvider(metric_readers=[reader]))
+    known = KnownSecrets()
+    undo = ServerCorrections(known).install(contrib)
+    try:
+        yield SimpleNamespace(exporter=exporter, reader=reader, known=known)
+    finally:
+        for restore in undo:
+            restore()
+        instrumentor.uninstrument()
+
+
+def serve_and(requests):
+    """Serve the test application on loopback and run ``requests(base_url)``."""
+
+    async def main():
+        app = tornado.web.Application(
+            [
+                (PREFIX + r"/api/users/([^/]+)/server", UserServer),
+                (r"/boom", Boom),
+                (r"/unavailable", Unavailable),
+                (r"/ws", Echo),
+            ]
+        )
+        sock, port = bind_unused_port()
+        server = HTTPServer(app)
+        server.add_sockets([sock])
+        try:
+            await requests(f"127.0.0.1:{port}")
+        finally:
+            server.stop()
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+async def fetch(url: str, **kwargs):
+    try:
+        return await AsyncHTTPClient().fetch(url, **kwargs)
+    except HTTPClientError as error:
+        return error.response
+
+
+def server_spans(traced):
+    return [s for s in traced.exporter.get_finished_spans() if s.kind.name == "SERVER"]
+
+
+def test_route_template_names_stable_attributes_and_user(traced) -> None:
+    async def drive(host):
+        response = await fetch(f"http://{host}{PREFIX}/api/users/bob/server?token=abcd1234&x=1")
+        assert response.code == 200 and response.body == b"bob"
+
+    serve_and(drive)
+    (span,) = server_spans(traced)
+    route = PREFIX + "/api/users/{user_name}/server"
+    assert span.name == f"GET {route}"
+    assert dict(span.attributes) == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "url.path": f"{PREFIX}/api/users/bob/server",
+        "url.query": "token=abcd1234&x=1",
+        "network.protocol.version": "1.1",
+        "client.address": "127.0.0.1",
+        "http.route": route,
+        "server.address": "127.0.0.1",
+        "server.port": span.attributes["server.port"],
+        "user_agent.original": span.attributes["user_agent.original"],
+        "http.response.status_code": 200,
+        "jupyterhub.user.name": "alice",
+    }
+    assert span.status.status_code.name == "UNSET"
+    assert traced.known.get(span.context.trace_id) == ("abcd1234",)
+
+
+@pytest.mark.parametrize(
+    ("path", "error_type", "message"),
+    [("/boom", "RuntimeError", "RuntimeError: it broke"), ("/unavailable", "HTTPError", "HTTPError: HTTP 503")],
+)
+def test_5xx_is_one_error_span_with_the_exception(traced, path: str, error_type: str, message: str) -> None:
+    async def drive(host):
+        assert (await fetch(f"http://{host}{path}")).code in (500, 503)
+
+    serve_and(drive)
+    (span,) = server_spans(traced)
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description.startswith(message)
+    assert span.attributes["error.type"] == error_type
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.attributes["http.response.status_code"] in (500, 503)
+
+
+def test_unmatched_requests_share_one_name(traced) -> None:
+    async def drive(host):
+        for path in ("/nope", "/other/path"):
+            assert (await fetch(f"http://{host}{path}")).code == 404
+
+    serve_and(drive)
+    spans = server_spans(traced)
+    assert [s.name for s in spans] == ["GET unmatched", "GET unmatched"]
+    assert all("http.route" not in s.attributes for s in spans)
+
+
+def test_websocket_span_ends_when_the_socket_closes(traced) -> None:
+    async def drive(host):
+        connection = await tornado.websocket.websocket_connect(f"ws://{host}/ws")
+        await connection.write_message("hi")
+        assert await connection.read_message() == "hi"
+        await asyncio.sleep(0.05)
+        assert not server_spans(traced)  # still open
+        connection.close()
+        await asyncio.sleep(0.2)
+
+    serve_and(drive)
+    (span,) = server_spans(traced)
+    assert span.name == "GET /ws" and span.attributes["http.response.status_code"] == 101
+
+
+def test_contrib_server_metrics_are_not_recorded(traced) -> None:
+    async def drive(host):
+        await fetch(f"http://{host}/boom")
+        await fetch(f"http://{host}{PREFIX}/api/users/bob/server")
+
+    serve_and(drive)
+    data = traced.reader.get_metrics_data()
+    names = {m.name for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics for m in sm.metrics}
+    assert not {n for n in names if n.startswith("http.server")}
+
+
+def test_install_is_reversible() -> None:
+    originals = {name: getattr(contrib, name) for name in ServerCorrections._REPLACED}
+    corrections = ServerCorrections(KnownSecrets())
+    undo = corrections.install(contrib)
+    assert all(getattr(contrib, name) is not original for name, original in originals.items())
+    assert corrections.install(contrib) == []
+    for restore in undo:
+        restore()
+    assert {name: getattr(contrib, name) for name in ServerCorrections._REPLACED} == originals
+
+
+def test_request_secrets_finds_every_credential_form() -> None:
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    headers = HTTPHeaders(
+        {"Authorization": "Bearer bearer-secret", "Cookie": "jupyterhub-session-id=cookie-secret; _xsrf=xsrf-secret"}
+    )
+    uri = "/hub/api/authorizations/token/path-secret?code=code-secret&a=b"
+    request = HTTPServerRequest(start_line=RequestStartLine("POST", uri, "HTTP/1.1"))
+    request.headers = headers
+    request.query_arguments = {"code": [b"code-secret"], "a": [b"b"]}
+    request.body_arguments = {"password": [b"form-secret"], "username": [b"alice"]}
+    assert sorted(request_secrets(request)) == sorted(
+        ["code-secret", "form-secret", "bearer-secret", "cookie-secret", "xsrf-secret", "path-secret"]
+    )
