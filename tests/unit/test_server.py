@@ -197,11 +197,14 @@ def test_request_secrets_finds_every_credential_form() -> None:
     from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
     headers = HTTPHeaders(
-        {"Authorization": "Bearer bearer-secret", "Cookie": "jupyterhub-session-id=cookie-secret; _xsrf=xsrf-secret"}
+        {
+            "Host": "127.0.0.1",
+            "Authorization": "Bearer bearer-secret",
+            "Cookie": "jupyterhub-session-id=cookie-secret; _xsrf=xsrf-secret",
+        }
     )
     uri = "/hub/api/authorizations/token/path-secret?code=code-secret&a=b"
-    request = HTTPServerRequest(start_line=RequestStartLine("POST", uri, "HTTP/1.1"))
-    request.headers = headers
+    request = HTTPServerRequest(start_line=RequestStartLine("POST", uri, "HTTP/1.1"), headers=headers)
     request.query_arguments = {"code": [b"code-secret"], "a": [b"b"]}
     request.body_arguments = {"password": [b"form-secret"], "username": [b"alice"]}
     assert sorted(request_secrets(request)) == sorted(
