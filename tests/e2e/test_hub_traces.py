@@ -94,7 +94,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 def drive(stack: Stack) -> None:
     hub, url = stack.hub, stack.hub.url
     assert hub.api("POST", "/users", json={"usernames": [USER, ECHO_USER, FAILING_USER]}).status_code == 201
-    assert hub.login(USER, PASSWORD).status_code == 302
+    browser = requests.Session()
+    browser.get(f"{url}/hub/login", timeout=30)
+    form = {"username": USER, "password": PASSWORD, "_xsrf": browser.cookies.get("_xsrf", "")}
+    assert browser.post(f"{url}/hub/login", data=form, allow_redirects=False, timeout=30).status_code == 302
+    assert browser.get(f"{url}/hub/logout", allow_redirects=False, timeout=30).status_code == 302
     assert hub.login(USER, "wrong-password").status_code == 403
     # the authenticator raises with the password in its message: a 500 whose exception must not leak it
     assert hub.login(ECHO_USER, SECRETS["echoed_password"]).status_code == 500
@@ -281,6 +285,12 @@ def test_login_spans_carry_user_and_outcome(traces: Traces) -> None:
         assert parent is not None and parent.name == "POST /hub/login"
     ok = next(s for s in logins if s.attributes["jupyterhub.login.status"] == "success")
     assert traces.parent(ok).attributes["jupyterhub.user.name"] == USER  # the request span knows the user too
+
+
+def test_logout_span_carries_the_user(traces: Traces) -> None:
+    logout = traces.one("jupyterhub.logout")
+    assert logout.attributes["jupyterhub.user.name"] == USER
+    assert traces.parent(logout).name == "GET /hub/logout"
 
 
 def test_5xx_request_spans_have_status_error_and_the_exception(traces: Traces) -> None:
