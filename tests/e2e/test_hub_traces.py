@@ -299,7 +299,7 @@ def test_5xx_request_spans_have_status_error_and_the_exception(traces: Traces) -
     request = traces.parent(login)
     assert request.name == "POST /hub/login"
     assert request.status_code == "ERROR"
-    assert request.attributes["http.response.status_code"] == 500 and request.attributes["error.type"] == "500"
+    assert request.attributes["http.response.status_code"] == 500 and request.attributes["error.type"] == "ValueError"
     exception = next(e for e in request.events if e.name == "exception")
     assert exception.attributes["exception.type"] == "ValueError"
     assert "[redacted]" in exception.attributes["exception.message"]

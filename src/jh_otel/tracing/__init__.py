@@ -70,17 +70,18 @@ class ProcessTracing:
             from opentelemetry.instrumentation import tornado as contrib_tornado
 
             self._undo += ServerCorrections(self.known).install(contrib_tornado)
-        if not self.settings.traces_on:
-            return
         with guarded("choosing HTTP semantic conventions"):
+            # spans and the contrib client metrics alike (``http.client.request.duration`` in seconds, not the old
+            # ``http.client.duration`` in milliseconds that promtool rejects)
             stable_http_semconv()
-        quiet = _QuietRepeat()
-        logging.getLogger("opentelemetry.instrumentation.instrumentor").addFilter(quiet)
+        logging.getLogger("opentelemetry.instrumentation.instrumentor").addFilter(_QuietRepeat())
         with guarded("instrumenting tornado"):
             self._instrument("tornado", "opentelemetry.instrumentation.tornado", "TornadoInstrumentor")
         with guarded("instrumenting aiohttp"):
             module = "opentelemetry.instrumentation.aiohttp_client"
             self._instrument("aiohttp-client", module, "AioHttpClientInstrumentor")
+        if not self.settings.traces_on:
+            return
         if is_spawned_server(os.environ):
             with guarded("tracing the single-user startup"):
                 StartupSpan(self.tracer(), os.environ).install()
@@ -89,12 +90,16 @@ class ProcessTracing:
         return trace.get_tracer("jh_otel", __version__, self.tracer_provider)
 
     def _instrument(self, entry_point: str, module: str, name: str) -> None:
+        """Instrumented before jh_otel chose the conventions (the wrapper loads entry points in no set order):
+        again, with them. Not instrumented: only with traces on, and never against the operator's
+        ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``."""
         if _disabled(entry_point):
             return
         instrumentor = getattr(__import__(module, fromlist=[name]), name)()
         if instrumentor.is_instrumented_by_opentelemetry:
-            # instrumented before jh_otel chose the semantic conventions: again, with them
             instrumentor.uninstrument()
+        elif not self.settings.traces_on:
+            return
         instrumentor.instrument(tracer_provider=self.tracer_provider, skip_dep_check=True)
         self._undo.append(instrumentor.uninstrument)
 
