@@ -23,6 +23,7 @@ cookie values, token paths) are handed to :class:`~jh_otel.tracing.scrubbing.Kno
 
 from __future__ import annotations
 
+import logging
 import re
 import weakref
 from collections.abc import Iterator
@@ -34,15 +35,15 @@ from opentelemetry.instrumentation.propagators import get_global_response_propag
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
     get_custom_headers,
-    sanitize_method,
 )
 from tornado.web import HTTPError
 
 from .. import scrub
-from .._guard import guarded
+from ..hooks.requests import METHODS
 from ..hooks.routes import UNMATCHED, Routes
 from .scrubbing import KnownSecrets
 
+log = logging.getLogger("jh_otel")
 _TOKEN_PATH = re.compile(r"/api/authorizations/(?:token|cookie)/([^/?#]+)")
 
 
@@ -161,16 +162,29 @@ class ServerCorrections:
             handler._jh_otel_route = route
         return route
 
-    # -- spans --
+    # -- spans: inline try/except rather than guarded() blocks, as these run for every request --
     def _start_span(self, tracer: Any, handler: Any, mode: Any) -> Any:
+        try:
+            return self._start(tracer, handler)
+        except Exception:
+            log.debug("jh_otel: could not start a request span", exc_info=True)
+            return None
+
+    def _finish_span(self, tracer: Any, handler: Any, error: Any, mode: Any) -> None:
+        try:
+            self._finish(tracer, handler, error)
+        except Exception:
+            log.debug("jh_otel: could not end a request span", exc_info=True)
+
+    def _start(self, tracer: Any, handler: Any) -> Any:
         """The request's SERVER span, current until the request ends: stable HTTP conventions, one context attach.
 
         Replaces the contrib function (same ``_TraceContext`` on the handler), which builds the old and new
         attribute sets, parses the URL twice, re-reads header-capture settings per request and attaches the context
-        twice: about half of a traced ``/hub/health`` request's cost on the event loop.
+        twice.
         """
         request = handler.request
-        method = sanitize_method(request.method)
+        method = request.method if request.method in METHODS else "_OTHER"
         route = self.route(handler)
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -209,17 +223,19 @@ class ServerCorrections:
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         ctx = self.trace_context(None, span, token)
         handler._otel_trace_context_key = ctx
-        with guarded("recording a request's credentials"):
+        try:
             if span.is_recording():
                 secrets = request_secrets(request)
                 if secrets:
                     self.known.add(span.get_span_context().trace_id, secrets)
+        except Exception:
+            log.debug("jh_otel: could not record a request's credentials", exc_info=True)
         propagator = get_global_response_propagator()
         if propagator:
             propagator.inject(handler, setter=self.response_setter)
         return ctx
 
-    def _finish_span(self, tracer: Any, handler: Any, error: Any, mode: Any) -> None:
+    def _finish(self, tracer: Any, handler: Any, error: Any) -> None:
         """End the request's span once: status code, user, ``error.type`` and ERROR with the exception on 5xx."""
         status = handler.get_status()
         ctx = handler.__dict__.get("_otel_trace_context_key")
@@ -228,7 +244,7 @@ class ServerCorrections:
             if isinstance(error, HTTPError):
                 status = error.status_code
                 if ctx is None and status in (404, 405):
-                    ctx = self._start_span(tracer, handler, mode)
+                    ctx = self._start(tracer, handler)
             else:
                 status = 500
             if status >= 500:
@@ -237,17 +253,21 @@ class ServerCorrections:
             return
         del handler._otel_trace_context_key
         span = ctx.span
-        with guarded("ending a request span"):
+        try:
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
-                span.set_attributes(_user_attributes(handler))
+                user = _user_attributes(handler)
+                if user:
+                    span.set_attributes(user)
                 if status >= 500:
                     span.set_attribute("error.type", type(failure).__qualname__ if failure is not None else str(status))
                     description = f"{type(failure).__qualname__}: {failure}" if failure is not None else None
                     if failure is not None:
                         span.record_exception(failure)
                     span.set_status(trace.Status(trace.StatusCode.ERROR, description))
-            span.end()
+        except Exception:
+            log.debug("jh_otel: could not annotate a request span", exc_info=True)
+        span.end()
         if ctx.token is not None:
             otel_context.detach(ctx.token)
 
