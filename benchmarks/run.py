@@ -687,7 +687,8 @@ def table(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------
 
 
-def versions() -> dict[str, str]:
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Python, CPU count and the versions of the packages that matter (plus ``extra`` packages)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "cpus": str(os.cpu_count())}
@@ -698,6 +699,7 @@ def versions() -> dict[str, str]:
         "opentelemetry-exporter-otlp-proto-grpc",
         "opentelemetry-exporter-prometheus",
         "prometheus_client",
+        *extra,
     ):
         try:
             out[package] = version(package)
@@ -723,49 +725,75 @@ def code_state() -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 s load runs and one round: a smoke run")
+def pick_loader(choice: str) -> tuple[Any, str]:
+    """The load generator for ``--loadgen`` (``auto``: wrk if it is on PATH, else the Python one) and its
+    description; ``ValueError`` when ``wrk`` is asked for and not on PATH."""
+    wrk = shutil.which("wrk")
+    if choice == "wrk" and not wrk:
+        raise ValueError("wrk is not on PATH")
+    use_wrk = wrk is not None and choice != "python"
+    loader = wrk_load if use_wrk else python_load
+    tool = "wrk" if use_wrk else "python (threads + http.client keep-alive)"
+    if use_wrk:
+        tool += " " + subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    return loader, tool
+
+
+def run_header(mode: Mode, tool: str, protocol: str, workdir: Path, packages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What every results file starts with: how the run was made, on which versions and which code."""
+    return {
+        "mode": mode.__dict__,
+        "load_generator": tool,
+        "otlp_protocol": protocol,
+        "connections": CONNECTIONS,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(packages),
+        "workdir": str(workdir),
+        "code": code_state(),
+    }
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, quick: str, output: str, protocol: str, why: str) -> None:
+    """The options every benchmark script takes: --quick, --loadgen, --output, --keep, --otlp-protocol."""
+    parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument(
         "--loadgen",
         choices=("auto", "wrk", "python"),
         default="auto",
         help="load generator (auto: wrk if on PATH, else the built-in Python one)",
     )
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results.json")
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / output)
     parser.add_argument("--keep", action="store_true", help="keep the hubs' working directories (and logs)")
     parser.add_argument(
         "--otlp-protocol",
         choices=("grpc", "http/protobuf"),
-        default="grpc",
-        help="OTLP transport of the jh_otel hub (grpc, the distro's default, imports grpcio: ~9 MiB)",
+        default=protocol,
+        help=f"OTLP transport of the jh_otel hub ({why})",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(
+        parser,
+        quick="3 s load runs and one round: a smoke run",
+        output="results.json",
+        protocol="grpc",
+        why="grpc, the distro's default, imports grpcio: ~9 MiB",
     )
     args = parser.parse_args()
     PROTOCOL["value"] = args.otlp_protocol
     mode = QUICK if args.quick else FULL
 
-    wrk = shutil.which("wrk")
-    if args.loadgen == "wrk" and not wrk:
-        parser.error("wrk is not on PATH")
-    use_wrk = wrk is not None and args.loadgen != "python"
-    loader = wrk_load if use_wrk else python_load
-    tool = "wrk" if use_wrk else "python (threads + http.client keep-alive)"
-    if use_wrk:
-        tool += " " + subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    try:
+        loader, tool = pick_loader(args.loadgen)
+    except ValueError as error:
+        parser.error(str(error))
     log(f"mode {mode.name}; load generator: {tool}; {CONNECTIONS} connections")
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="jh_otel_bench_"))
-    results: dict[str, Any] = {
-        "mode": mode.__dict__,
-        "load_generator": tool,
-        "otlp_protocol": args.otlp_protocol,
-        "connections": CONNECTIONS,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-        "workdir": str(workdir),
-        "code": code_state(),
-    }
+    results: dict[str, Any] = run_header(mode, tool, args.otlp_protocol, workdir)
     receiver = OTLPReceiver().start()
     hubs: dict[str, Hub] = {}
     ok = False

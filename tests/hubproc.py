@@ -55,6 +55,33 @@ c.Spawner.pre_spawn_hook = _pre_spawn
 """
 
 
+def otel_env(
+    endpoint: str,
+    *,
+    protocol: str = "http/protobuf",
+    metrics: str = "prometheus,otlp",
+    traces: str = "none",
+    exporter_port: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The OpenTelemetry environment of a test hub: OTLP to ``endpoint``, quick exports, no logs exporter; the
+    Prometheus exporter on loopback at ``exporter_port`` when given."""
+    env = {
+        "OTEL_SERVICE_NAME": "jupyterhub",
+        "OTEL_METRICS_EXPORTER": metrics,
+        "OTEL_TRACES_EXPORTER": traces,
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    if exporter_port is not None:
+        env["OTEL_EXPORTER_PROMETHEUS_HOST"] = "127.0.0.1"
+        env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(exporter_port)
+    return env | (extra or {})
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Poll ``url`` until it answers 200 (True), ``timeout`` passes or ``proc`` exits (False)."""
     deadline = time.monotonic() + timeout

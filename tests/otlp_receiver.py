@@ -503,6 +503,9 @@ class OTLPReceiver:
         self._requests: list[ReceivedRequest] = []
         self._metrics: list[Metric] = []
         self._spans: list[Span] = []
+        # accepted exports not flattened yet: an export is answered as soon as it parses, the Python-level
+        # flattening waits for the first read (so the receiver keeps up with a fast exporter)
+        self._unflattened: list[tuple[str, Any, str]] = []
         self._outage = outage
         self._retry_after = retry_after
         self._grpc_server: grpc.Server | None = None
@@ -667,7 +670,6 @@ class OTLPReceiver:
                 message = request_type.FromString(body)
             except Exception as exc:  # protobuf's DecodeError
                 raise ValueError(f"invalid {request_type.__name__}: {exc}") from exc
-            flat = (flatten_metrics if signal == METRICS else flatten_spans)(message, transport)
         record = ReceivedRequest(
             transport=transport,
             signal=signal,
@@ -682,7 +684,7 @@ class OTLPReceiver:
         with self._changed:
             self._requests.append(record)
             if not outage:
-                (self._metrics if signal == METRICS else self._spans).extend(flat)
+                self._unflattened.append((signal, message, transport))
             self._changed.notify_all()
         return not outage, retry_after
 
@@ -741,23 +743,33 @@ class OTLPReceiver:
         """Protobuf bytes of every accepted export, in arrival order."""
         return [r.body for r in self.requests(signal)]
 
+    def _flattened(self) -> tuple[list[Metric], list[Span]]:
+        """Every accepted export flat, in arrival order (the caller holds the lock)."""
+        for signal, message, transport in self._unflattened:
+            if signal == METRICS:
+                self._metrics.extend(flatten_metrics(message, transport))
+            else:
+                self._spans.extend(flatten_spans(message, transport))
+        self._unflattened.clear()
+        return self._metrics, self._spans
+
     def metrics(self, name: str | None = None) -> list[Metric]:
         """Every metric of every accepted export (optionally one name), flat."""
         with self._lock:
-            return [m for m in self._metrics if name is None or m.name == name]
+            return [m for m in self._flattened()[0] if name is None or m.name == name]
 
     def spans(self, name: str | None = None) -> list[Span]:
         """Every span of every accepted export (optionally one name), flat."""
         with self._lock:
-            return [s for s in self._spans if name is None or s.name == name]
+            return [s for s in self._flattened()[1] if name is None or s.name == name]
 
     def metric_names(self) -> set[str]:
         with self._lock:
-            return {m.name for m in self._metrics}
+            return {m.name for m in self._flattened()[0]}
 
     def span_names(self) -> set[str]:
         with self._lock:
-            return {s.name for s in self._spans}
+            return {s.name for s in self._flattened()[1]}
 
     def latest_metric(self, name: str) -> Metric | None:
         """The most recently received metric of that name (the current value
@@ -771,6 +783,7 @@ class OTLPReceiver:
             self._requests.clear()
             self._metrics.clear()
             self._spans.clear()
+            self._unflattened.clear()
             self._changed.notify_all()
 
     def wait_for(self, predicate: Callable[[OTLPReceiver], Any], timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port
+from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port, otel_env
 from jh_otel.catalogue import Kind, build_catalogue
 from jh_otel.hooks.singleuser import auto_instrumentation_dir
 from jh_otel.settings import parse_settings
@@ -59,29 +59,19 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    receiver = OTLPReceiver().start()
     exporter_port = free_port()
     workdir = tmp_path_factory.mktemp("hub")
-    env = {
-        "OTEL_SERVICE_NAME": "jupyterhub",
-        "OTEL_METRICS_EXPORTER": "prometheus,otlp",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(exporter_port),
-        "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "1",
-    }
-    hub = Hub(workdir, env).start()
-    stack = Stack(hub, receiver, f"http://127.0.0.1:{exporter_port}/metrics", workdir)
-    try:
-        drive(stack)
-        yield stack
-    finally:
-        hub.stop()
-        receiver.stop()
+    with OTLPReceiver() as receiver:
+        env = otel_env(
+            receiver.grpc_endpoint,
+            protocol="grpc",
+            exporter_port=exporter_port,
+            extra={"OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "1"},
+        )
+        with Hub(workdir, env) as hub:
+            stack = Stack(hub, receiver, f"http://127.0.0.1:{exporter_port}/metrics", workdir)
+            drive(stack)
+            yield stack
 
 
 def drive(stack: Stack) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port
+from hubproc import FAILING_USER, PASSWORD, SERVICE_TOKEN, Hub, free_port, otel_env
 from otlp_receiver import OTLPReceiver, Span
 
 pytestmark = pytest.mark.e2e
@@ -64,31 +64,18 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    receiver = OTLPReceiver().start()
     exporter_port = free_port()
-    env = {
-        "OTEL_SERVICE_NAME": "jupyterhub",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "prometheus,otlp",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(exporter_port),
+    extra = {
         "OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION": "inherit",
         "OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION": "on",
         "OTEL_PYTHON_TORNADO_EXCLUDED_URLS": "hub/api/info",
     }
-    hub = Hub(tmp_path_factory.mktemp("traced-hub"), env, extra_config=ECHO_CONFIG).start()
-    stack = Stack(hub, receiver, f"http://127.0.0.1:{exporter_port}/metrics")
-    try:
-        drive(stack)
-        yield stack
-    finally:
-        hub.stop()
-        receiver.stop()
+    with OTLPReceiver() as receiver:
+        env = otel_env(receiver.http_endpoint, traces="otlp", exporter_port=exporter_port, extra=extra)
+        with Hub(tmp_path_factory.mktemp("traced-hub"), env, extra_config=ECHO_CONFIG) as hub:
+            stack = Stack(hub, receiver, f"http://127.0.0.1:{exporter_port}/metrics")
+            drive(stack)
+            yield stack
 
 
 def drive(stack: Stack) -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubproc import PASSWORD, Hub, free_port
+from hubproc import PASSWORD, Hub, free_port, otel_env
 from jh_otel.catalogue import build_catalogue
 from jh_otel.settings import parse_settings
 from otlp_receiver import OTLPReceiver
@@ -59,20 +59,11 @@ def test_smoke(setup: str, tmp_path) -> None:
     a bad setting is one log line and changes nothing else."""
     exporter_port = free_port()
     with OTLPReceiver() as receiver:
-        env = {
-            "OTEL_SERVICE_NAME": "jupyterhub",
-            "OTEL_METRICS_EXPORTER": "prometheus,otlp",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_BSP_SCHEDULE_DELAY": "200",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
-            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-            "OTEL_EXPORTER_PROMETHEUS_PORT": str(exporter_port),
+        settings = {
             "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "1",
             "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT": "forever",  # bad: reported, default kept, hub serves
         }
+        env = otel_env(receiver.http_endpoint, traces="otlp", exporter_port=exporter_port, extra=settings)
         wrapper = setup == "opentelemetry-instrument"
         extra = "" if wrapper else "import jh_otel; jh_otel.configure()"
         with Hub(tmp_path, env, wrapper=wrapper, extra_config=extra) as hub:
@@ -125,15 +116,7 @@ def assert_spawn_trace(receiver: OTLPReceiver) -> None:
 def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:
     """With the OTLP collector accepting connections but never answering, the hub still exits promptly."""
     hole = BlackHole()
-    env = {
-        "OTEL_SERVICE_NAME": "jupyterhub",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": hole.endpoint,
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-    }
+    env = otel_env(hole.endpoint, metrics="otlp", traces="otlp", extra={"OTEL_METRIC_EXPORT_INTERVAL": "500"})
     try:
         hub = Hub(tmp_path, env).start()
         for _ in range(20):

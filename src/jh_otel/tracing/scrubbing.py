@@ -14,7 +14,6 @@ span names, attributes, events (exception messages and stack traces included), l
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -33,9 +32,7 @@ from .. import scrub
 _URL_KEYS = frozenset({"url.full", "url.path", "url.query", "http.url", "http.target", "url.original"})
 _SQL_KEYS = frozenset({"db.statement", "db.query.text"})
 _HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
-# cheap test before any regex: text without these characters carries no pattern-detectable credential
-_SUSPECT = re.compile(r"[=@]|/api/authorizations|(?i:token|bearer|basic)")
-# with the characters = @ ? #: everything _SUSPECT finds plus what makes a URL worth parsing
+# with the characters = and @ (and ? # for URLs): what may hold a credential that a pattern finds
 _GLANCE_WORDS = ("token", "bearer", "basic", "/api/authorizations")
 MIN_SECRET_LENGTH = 4
 
@@ -84,7 +81,7 @@ def _text(value: str, secrets: Sequence[str], patterns: bool = True) -> str:
     for secret in secrets:
         if secret in value:
             value = value.replace(secret, scrub.REDACTED)
-    if patterns and _SUSPECT.search(value):
+    if patterns and _suspect(value):
         value = scrub.scrub_text(value)
         if "/api/authorizations" in value or "?" in value:
             value = " ".join(_url_word(word) for word in value.split(" "))
@@ -95,6 +92,15 @@ def _text(value: str, secrets: Sequence[str], patterns: bool = True) -> str:
 def _scrub_sql(statement: str) -> str:
     """Statements repeat: each is scrubbed once (most are already literal-free: jh_otel's SQL spans scrub them)."""
     return scrub.scrub_sql(statement)
+
+
+def _suspect(text: str) -> bool:
+    """Whether ``text`` may hold a credential a pattern finds: str searches, far faster than one case-insensitive
+    regular expression alternation."""
+    if "=" in text or "@" in text:
+        return True
+    lowered = text.lower()
+    return any(marker in lowered for marker in _GLANCE_WORDS)
 
 
 def _url_word(word: str) -> str:
@@ -138,9 +144,11 @@ def scrub_attributes(attributes: Mapping[str, Any] | None, secrets: Sequence[str
             out[key] = clean
     if out is None:
         return attributes
-    bounded = BoundedAttributes(maxlen=None, attributes=out, immutable=True)
-    bounded.dropped = getattr(attributes, "dropped", 0)
-    return bounded
+    if isinstance(attributes, BoundedAttributes):  # a copy with its limits and dropped count, not validated again
+        bounded = copy.copy(attributes)
+        bounded._dict = OrderedDict(out)
+        return bounded
+    return out
 
 
 def _scrub_list(items: Any, clean: Callable[[Any], Any]) -> Any:
@@ -156,31 +164,39 @@ def _scrub_list(items: Any, clean: Callable[[Any], Any]) -> Any:
     return out
 
 
-def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None) -> bool:
-    """One search over all of a plain span's text: nothing that any rule below would change (the common case)."""
+def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None, secrets: Sequence[str]) -> bool:
+    """A few string searches over all of a plain span's text: nothing any rule below would change (the common
+    case, request and SQL spans alike, so that the rules' per-attribute work is for the spans that need it)."""
     if span._events or span._links or span.status.description:
         return False
     texts = [span.name]
+    statements = []
     raw = getattr(attributes, "_dict", attributes) or {}  # BoundedAttributes' own dict: no lock per item
     for key, value in raw.items():
-        if key in _SQL_KEYS or key.startswith(_HEADER_PREFIXES):
+        if key.startswith(_HEADER_PREFIXES):
             return False
         if type(value) is str:
-            texts.append(value)
+            if key in _SQL_KEYS:  # placeholders such as ``token=?`` are no credential: literals are
+                if _scrub_sql(value) != value:
+                    return False
+                statements.append(value)
+            else:
+                texts.append(value)
         elif isinstance(value, (tuple, list)):
             texts.extend(str(item) for item in value)
     text = "\n".join(texts)
-    if "=" in text or "@" in text or "?" in text or "#" in text:
-        return False
-    text = text.lower()  # str searches: far faster than one case-insensitive regex alternation
-    return not any(marker in text for marker in _GLANCE_WORDS)
+    if secrets:
+        everything = "\n".join((text, *statements))
+        if any(secret in everything for secret in secrets):
+            return False
+    return not ("?" in text or "#" in text or _suspect(text))
 
 
 def scrub_span(span: ReadableSpan, known: KnownSecrets | None = None) -> ReadableSpan:
     """``span`` itself when it carries no credential, else a scrubbed copy."""
     context = span.get_span_context()
     secrets = known.get(context.trace_id) if known is not None and context is not None else ()
-    if not secrets and _clean_at_a_glance(span, span._attributes):
+    if _clean_at_a_glance(span, span._attributes, secrets):
         return span
     name = _text(span.name, secrets)
     attributes = scrub_attributes(span._attributes, secrets)
