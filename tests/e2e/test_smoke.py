@@ -97,7 +97,8 @@ def test_smoke(setup: str, tmp_path) -> None:
 
 
 def assert_spawn_trace(receiver: OTLPReceiver) -> None:
-    """One trace from the request to the proxy route, on JupyterHub 5 (tornado's client) as on 6 (aiohttp)."""
+    """One trace from the request to the proxy route, with its SQL, on JupyterHub 5 (tornado's client; CI runs it
+    with SQLAlchemy 2.0) as on 6 (aiohttp, SQLAlchemy 2.1)."""
     assert receiver.wait_for(lambda r: "jupyterhub.stop" in r.span_names(), 10)
     spans = receiver.spans()
     (spawn,) = [s for s in spans if s.name == "jupyterhub.spawn"]
@@ -111,6 +112,8 @@ def assert_spawn_trace(receiver: OTLPReceiver) -> None:
     (client,) = [s for s in spans if s.parent_span_id == children["jupyterhub.proxy.add_route"].span_id]
     assert client.kind == "CLIENT" and client.attributes["http.response.status_code"] == 201
     assert not [s.name for s in spans if "%" in s.name]
+    sql = [s for s in spans if s.trace_id == spawn.trace_id and s.attributes.get("db.system") == "sqlite"]
+    assert sql and all(re.fullmatch(r"(SELECT|INSERT|UPDATE|DELETE)( \w+)?", s.name) for s in sql)
 
 
 def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:

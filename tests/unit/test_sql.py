@@ -227,3 +227,32 @@ def test_undo_removes_the_listeners(traced: tuple[sqlalchemy.Engine, InMemorySpa
         with pytest.raises(OperationalError):
             conn.execute(text("SELECT * FROM missing"))
     assert exporter.get_finished_spans() == ()
+
+
+def test_an_engine_the_contrib_instrumentor_traces_is_taken_over() -> None:
+    """SQLAlchemy 2.0 under the wrapper: the contrib instrumentor patched create_engine before the hub made its
+    engine. jh_otel takes the engine over: one span per statement, named by jh_otel."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    contrib = SQLAlchemyInstrumentor()
+    contrib.instrument(tracer_provider=provider, skip_dep_check=True)
+    try:
+        engine = sqlalchemy.create_engine("sqlite://")
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+        assert [s.name for s in exporter.get_finished_spans()] == ["connect", "SELECT"]  # the contrib's own spans
+        exporter.clear()
+        undo = trace_engine(engine, provider.get_tracer("test"))
+        assert not contrib.is_instrumented_by_opentelemetry
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("CREATE TABLE users (id INTEGER)"))
+            connection.execute(sqlalchemy.text("SELECT id FROM users"))
+        assert [s.name for s in exporter.get_finished_spans()] == ["CREATE users", "SELECT users"]
+        undo()
+    finally:
+        if contrib.is_instrumented_by_opentelemetry:
+            contrib.uninstrument()
+        provider.shutdown()
