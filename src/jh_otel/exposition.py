@@ -51,6 +51,7 @@ class Exposition:
         """Family names as collectors yield them (counters without ``_total``)."""
         self._removed: list[Any] = []
         self._added: list[Any] = []
+        self._wrappers: dict[int, Any] = {}
 
     def install(self) -> None:
         for collector, registered in _registered(self.registry):
@@ -72,6 +73,7 @@ class Exposition:
         if new is not None:
             self.registry.register(new)
             self._added.append(new)
+            self._wrappers[id(old)] = new
 
     def uninstall(self) -> None:
         for collector in self._added:
@@ -79,10 +81,18 @@ class Exposition:
                 self.registry.unregister(collector)
             except KeyError:
                 pass
-        for collector in self._removed:
+        # JupyterHub's own collectors first: OpenTelemetry's collector renders the catalogue's names too, so it comes
+        # back unwrapped only where it clashes with none of them (at shutdown it does); otherwise its wrapper stays
+        natives = [c for c in self._removed if isinstance(c, MetricWrapperBase)]
+        for collector in natives + [c for c in self._removed if not isinstance(c, MetricWrapperBase)]:
             try:
                 self.registry.register(collector)
             except ValueError:
-                log.warning("jh_otel: could not restore collector %r", collector)
+                wrapper = self._wrappers.get(id(collector))
+                if wrapper is None:
+                    log.warning("jh_otel: could not restore collector %r", collector)
+                else:
+                    self.registry.register(wrapper)
         self._added.clear()
         self._removed.clear()
+        self._wrappers.clear()

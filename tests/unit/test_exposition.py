@@ -24,9 +24,9 @@ def family_counts(registry: CollectorRegistry) -> dict[str, int]:
     return counts
 
 
-def setup():
+def setup(auto_describe: bool = False):
     """A registry as a hub under OTEL_METRICS_EXPORTER=prometheus has it: native metrics, OTel's collector."""
-    registry = CollectorRegistry()
+    registry = CollectorRegistry(auto_describe=auto_describe)  # the global REGISTRY describes: True
     native = Histogram("jupyterhub_request_duration_seconds", "native", ["method"], registry=registry)
     native.labels("GET").observe(1)
     other = Gauge("unrelated_metric", "someone else's", registry=registry)
@@ -67,3 +67,17 @@ def test_uninstall_restores_the_registry() -> None:
     exposition.uninstall()
     assert family_counts(registry) == before
     assert b"# HELP jupyterhub_request_duration_seconds native" in generate_latest(registry)
+
+
+def test_uninstall_keeps_otels_wrapper_where_its_original_would_clash(caplog) -> None:
+    """In the global registry (auto_describe) OpenTelemetry's collector, rendering catalogue names too, cannot come
+    back next to JupyterHub's own collectors: JupyterHub's come back, OpenTelemetry's stays wrapped, no warning."""
+    registry, instruments, native, other = setup(auto_describe=True)
+    instruments["request_duration_seconds"].record(0.1, ("GET", "h", "200"))
+    exposition = Exposition(instruments.collector(), NAMES, registry)
+    exposition.install()
+    exposition.uninstall()
+    counts = family_counts(registry)
+    assert counts["jupyterhub_request_duration_seconds"] == 1 and counts["tornado_requests"] == 1
+    assert b"# HELP jupyterhub_request_duration_seconds native" in generate_latest(registry)
+    assert "could not restore" not in caplog.text
