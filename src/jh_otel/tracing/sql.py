@@ -18,8 +18,9 @@ from functools import lru_cache
 from typing import Any
 
 from opentelemetry.instrumentation.sqlalchemy import engine as contrib
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..scrub import scrub_sql
 
@@ -66,6 +67,35 @@ class HubEngineTracer(contrib.EngineTracer):
     def __init__(self, tracer: Any, engine: Any) -> None:
         usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections.usage")
         super().__init__(tracer, engine, usage)
+        # what the URL says about the database, once (the contrib tracer works it out for every statement)
+        attributes, found = contrib._get_attributes_from_url(
+            engine.url, self._sem_conv_opt_in_mode_db, self._sem_conv_opt_in_mode_http
+        )
+        self._from_url = found or self.vendor == "sqlite"  # a file: its name is the URL's database
+        self._static = {**attributes, "db.system": self.vendor}
+
+    def _before_cur_exec(self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any, many: Any) -> Any:
+        """One CLIENT span per statement, its attributes given at start: about a third of the contrib function's
+        cost (which also reads the database name from the connection and sets each attribute separately)."""
+        if not isinstance(statement, str) or not is_instrumentation_enabled():
+            return super()._before_cur_exec(conn, cursor, statement, params, context, many)
+        operation, table, clean = summarize(statement)
+        attributes = dict(self._static)
+        if not self._from_url:  # e.g. PostgreSQL over a socket: the contrib tracer asks the connection
+            attributes = contrib._get_attributes_from_cursor_or_conn(
+                self.vendor, conn, cursor, attributes, self._sem_conv_opt_in_mode_db, self._sem_conv_opt_in_mode_http
+            )
+        attributes["db.statement"] = clean
+        attributes["db.operation"] = operation
+        if table:
+            attributes["db.sql.table"] = table
+        span = self.tracer.start_span(
+            f"{operation} {table}" if table else (operation or self.vendor),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        context._otel_span = span
+        return statement, params
 
     @classmethod
     def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
