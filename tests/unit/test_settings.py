@@ -13,6 +13,8 @@ VALID = [
     ({"OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT": "0"}, Settings(shutdown_timeout=0.0)),
     ({"OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION": "INHERIT"}, Settings(singleuser_instrumentation="inherit")),
     ({"JUPYTERHUB_METRICS_PREFIX": "myhub"}, Settings(metrics_prefix="myhub")),
+    ({"OTEL_PYTHON_JUPYTERHUB_TRACES": "Off"}, Settings(traces="off")),
+    ({"OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION": "on"}, Settings(log_correlation="on")),
     ({"JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS": "1,2,inf"}, Settings(spawn_buckets=(1.0, 2.0))),
     ({"JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS": "0.5, 1"}, Settings(stop_buckets=(0.5, 1.0))),
 ]
@@ -24,6 +26,8 @@ INVALID = [
     ("OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT", "-1", "a number of seconds from 0 to 30", "0.5"),
     ("OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION", "yes", "one of off, inherit", "'off'"),
     ("JUPYTERHUB_METRICS_PREFIX", "my-hub", "a Prometheus name", "'jupyterhub'"),
+    ("OTEL_PYTHON_JUPYTERHUB_TRACES", "true", "one of on, off", "'on'"),
+    ("OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION", "1", "one of on, off", "'off'"),
     ("JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS", "2,1", "comma-separated increasing numbers", "(0.5,"),
     ("JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS", "a,b", "comma-separated increasing numbers", "(0.005,"),
 ]
@@ -64,6 +68,21 @@ def test_whether_metrics_are_pushed_follows_otel_metrics_exporter(value: str | N
     """Only a pull-only OTEL_METRICS_EXPORTER (prometheus, none) means nothing is pushed."""
     environ = {} if value is None else {"OTEL_METRICS_EXPORTER": value}
     assert parse_settings(environ).pushes_metrics is pushes
+
+
+@pytest.mark.parametrize(
+    ("environ", "on"),
+    [
+        ({}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_PYTHON_JUPYTERHUB_TRACES": "off"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console,none"}, True),
+    ],
+)
+def test_whether_jh_otel_traces_follows_its_switch_and_otel_traces_exporter(environ: dict[str, str], on: bool) -> None:
+    """jh_otel makes spans unless switched off or no traces exporter is configured (the distro's default is otlp)."""
+    assert parse_settings(environ).traces_on is on
 
 
 def test_one_bad_variable_does_not_spoil_the_others() -> None:

@@ -74,7 +74,9 @@ class ProcessTracing:
             # spans and the contrib client metrics alike (``http.client.request.duration`` in seconds, not the old
             # ``http.client.duration`` in milliseconds that promtool rejects)
             stable_http_semconv()
-        logging.getLogger("opentelemetry.instrumentation.instrumentor").addFilter(_QuietRepeat())
+        instrumentor_log = logging.getLogger("opentelemetry.instrumentation.instrumentor")
+        if not any(isinstance(f, _QuietRepeat) for f in instrumentor_log.filters):
+            instrumentor_log.addFilter(_QuietRepeat())
         with guarded("instrumenting tornado"):
             self._instrument("tornado", "opentelemetry.instrumentation.tornado", "TornadoInstrumentor")
         with guarded("instrumenting aiohttp"):
