@@ -169,18 +169,23 @@ class Hub:
             timeout=30,
         )
 
-    def wait_server(self, name: str, ready: bool, timeout: float = 60) -> dict[str, Any]:
+    def wait_server(self, name: str, ready: bool, timeout: float = 60, pending: bool = False) -> dict[str, Any]:
+        """Wait until the user's default server is ready (``ready``), gone (not ``ready``), or being spawned
+        (``pending``)."""
         deadline = time.monotonic() + timeout
         model: dict[str, Any] = {}
         while time.monotonic() < deadline:
             model = self.api("GET", f"/users/{name}").json()
             server = model.get("servers", {}).get("")
-            if ready and server and server.get("ready"):
+            if pending and server and server.get("pending") == "spawn":
                 return model
-            if not ready and not server:
+            if not pending and ready and server and server.get("ready"):
                 return model
-            time.sleep(0.2)
-        raise AssertionError(f"server of {name} not ready={ready} within {timeout}s: {model}")
+            if not pending and not ready and not server:
+                return model
+            time.sleep(0.1 if pending else 0.2)
+        state = "pending" if pending else f"ready={ready}"
+        raise AssertionError(f"server of {name} not {state} within {timeout}s: {model}")
 
     def stop(self, timeout: float = 30) -> float:
         """SIGTERM the hub; returns the seconds it took to exit."""

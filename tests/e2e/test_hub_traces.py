@@ -6,6 +6,7 @@ in what the receiver got or what the scrape endpoints serve."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 USER = "alice"
 ECHO_USER = "echo"
+SLOW_USER = "slow"  # spawns take 2 s: long enough to stream the spawn's progress
 # every credential the drive sends, each distinctive enough to be found in a protobuf body
 SECRETS = {
     "query_token": "qtok-5f1c9e2a7b3d4c68",
@@ -51,6 +53,16 @@ class EchoingAuthenticator(DummyAuthenticator):
         return await super().authenticate(handler, data)
 
 c.JupyterHub.authenticator_class = EchoingAuthenticator
+
+import asyncio
+_failing_pre_spawn = c.Spawner.pre_spawn_hook
+
+async def _slow_pre_spawn(spawner):
+    _failing_pre_spawn(spawner)
+    if spawner.user.name == "{SLOW_USER}":
+        await asyncio.sleep(2)
+
+c.Spawner.pre_spawn_hook = _slow_pre_spawn
 """
 
 
@@ -80,7 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 def drive(stack: Stack) -> None:
     hub, url = stack.hub, stack.hub.url
-    assert hub.api("POST", "/users", json={"usernames": [USER, ECHO_USER, FAILING_USER]}).status_code == 201
+    assert hub.api("POST", "/users", json={"usernames": [USER, ECHO_USER, FAILING_USER, SLOW_USER]}).status_code == 201
     browser = requests.Session()
     browser.get(f"{url}/hub/login", timeout=30)
     form = {"username": USER, "password": PASSWORD, "_xsrf": browser.cookies.get("_xsrf", "")}
@@ -97,8 +109,21 @@ def drive(stack: Stack) -> None:
     hub.wait_server(USER, ready=True)
     send_credentials(stack)
 
-    assert hub.api("DELETE", f"/users/{USER}/server").status_code in (202, 204)
-    hub.wait_server(USER, ready=False)
+    # a spawn watched through the progress API while it is pending, as the spawn page does
+    request = threading.Thread(target=hub.api, args=("POST", f"/users/{SLOW_USER}/server"))
+    request.start()
+    hub.wait_server(SLOW_USER, ready=False, pending=True, timeout=10)
+    with hub.session.get(f"{url}/hub/api/users/{SLOW_USER}/server/progress", stream=True, timeout=60) as stream:
+        stream.raise_for_status()
+        for line in stream.iter_lines(decode_unicode=True):
+            if line and '"ready": true' in line:
+                break
+    request.join(60)
+    hub.wait_server(SLOW_USER, ready=True)
+
+    for name in (USER, SLOW_USER):
+        assert hub.api("DELETE", f"/users/{name}/server").status_code in (202, 204)
+        hub.wait_server(name, ready=False)
     hub.api("POST", f"/users/{FAILING_USER}/server")  # 202, or 500 (JupyterHub's own race when the server dies)
     hub.wait_server(FAILING_USER, ready=False)
     for endpoint, headers in (
@@ -229,9 +254,18 @@ def test_a_spawn_is_one_trace_from_the_request_into_the_single_user_server(trace
     assert startup.resource["jupyterhub.user.name"] == USER
     assert startup.trace_id == request.trace_id
     # progress messages are events
-    assert [e.name for e in spawn.events][:1] == ["Server requested"] and "Server ready" in [
-        e.name for e in spawn.events
-    ]
+    names = [e.name for e in spawn.events]
+    assert names[:1] == ["Server requested"] and "Server ready" in names
+
+
+def test_spawn_progress_messages_are_span_events(traces: Traces) -> None:
+    """What the progress API streams while the spawn is pending (here the base Spawner's one message) is recorded."""
+    _, spawn = spawn_trace(traces, SLOW_USER)
+    events = {e.name: e.attributes for e in spawn.events}
+    assert events["Server requested"] == {"jupyterhub.progress": 0}
+    assert events["Spawning server..."] == {"jupyterhub.progress": 50}
+    assert events["Server ready"] == {"jupyterhub.progress": 100}
+    assert [e.name for e in spawn.events].count("Server requested") == 1  # the stream's copy is not added twice
 
 
 def test_the_readiness_wait_is_one_span_without_client_spans(traces: Traces) -> None:

@@ -259,12 +259,13 @@ class Operations:
             spawner = user.spawners[server_name or ""]
             attributes = spawner_attributes(spawner)
             span = self.start_span(name, attributes)
-            if event:
-                span.add_event(event, {"jupyterhub.progress": 0})
         except Exception:
             return await call()
         spans = spawner.__dict__.setdefault("_jh_otel_spans", {})
         spans[name] = span
+        if event:
+            spawner.__dict__["_jh_otel_progress"] = set()  # a new spawn: its progress messages, each once
+            self._progress_event(spawner, event, 0)
         token = otel_context.attach(trace.set_span_in_context(span))
         error: BaseException | None = None
         try:
