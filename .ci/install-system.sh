@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System-level test dependencies for jh_otel on a Debian (bookworm) machine:
 #   - Debian's `prometheus` package  -> /usr/bin/prometheus, /usr/bin/promtool
+#   - Debian's `prometheus-alertmanager` -> /usr/bin/prometheus-alertmanager, /usr/bin/amtool
 #   - npm's `configurable-http-proxy` -> configurable-http-proxy on PATH
 # Idempotent: each step is skipped when its binaries are already present.
 # Must run as root (CI does). No Prometheus daemon is left running: the tests
@@ -26,12 +27,20 @@ remove_policy() {
 }
 trap remove_policy EXIT
 
-install_prometheus() {
-    if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then
-        log "prometheus already installed: $(/usr/bin/prometheus --version 2>&1 | head -n1)"
+# install_debian PACKAGE SERVICE BINARY... : the Debian package, unless its binaries are there already; its
+# service never left running.
+install_debian() {
+    local package=$1 service=$2
+    shift 2
+    local present=1 binary
+    for binary in "$@"; do
+        [ -x "$binary" ] || present=0
+    done
+    if [ "$present" = 1 ]; then
+        log "$package already installed: $("$1" --version 2>&1 | head -n1)"
         return 0
     fi
-    log "installing Debian package prometheus (no recommends)"
+    log "installing Debian package $package (no recommends)"
     local start=$SECONDS
     # Forbid maintainer scripts from starting the service (invoke-rc.d and
     # deb-systemd-invoke both honour policy-rc.d exit code 101). Only add a
@@ -44,16 +53,18 @@ install_prometheus() {
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends -o Dpkg::Options::=--force-confdef \
-        -o Dpkg::Options::=--force-confold prometheus >/dev/null
+        -o Dpkg::Options::=--force-confold "$package" >/dev/null
     remove_policy
-    log "prometheus installed in $((SECONDS - start))s"
+    log "$package installed in $((SECONDS - start))s"
     # Belt and braces: if a service manager still started it, stop it.
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-        $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-    elif pgrep -x prometheus >/dev/null 2>&1; then
-        $SUDO service prometheus stop >/dev/null 2>&1 || true
+        $SUDO systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+    elif pgrep -f "/usr/bin/$service" >/dev/null 2>&1; then
+        $SUDO service "$service" stop >/dev/null 2>&1 || true
     fi
-    test -x /usr/bin/prometheus && test -x /usr/bin/promtool
+    for binary in "$@"; do
+        test -x "$binary"
+    done
 }
 
 install_chp() {
@@ -74,9 +85,11 @@ install_chp() {
     configurable-http-proxy --version >/dev/null
 }
 
-install_prometheus
+install_debian prometheus prometheus /usr/bin/prometheus /usr/bin/promtool
+install_debian prometheus-alertmanager prometheus-alertmanager /usr/bin/prometheus-alertmanager /usr/bin/amtool
 install_chp
 
 log "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -n1)"
 log "promtool:   $(/usr/bin/promtool --version 2>&1 | head -n1)"
+log "alertmanager: $(/usr/bin/prometheus-alertmanager --version 2>&1 | head -n1)"
 log "configurable-http-proxy: $(command -v configurable-http-proxy) $(configurable-http-proxy --version)"

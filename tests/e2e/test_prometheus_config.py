@@ -5,8 +5,11 @@ the hub with a ``read:metrics`` token from a file and evaluates every shipped ru
 
 from __future__ import annotations
 
+import http.server
+import json
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -103,3 +106,102 @@ def test_a_real_prometheus_runs_the_shipped_config_against_a_hub(config_copy: Pa
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
+
+
+def test_amtool_checks_the_alertmanager_config() -> None:
+    checked = subprocess.run(
+        [AMTOOL, "check-config", "alertmanager.yml"], cwd=CONFIG_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+class Webhook(http.server.ThreadingHTTPServer):
+    """A local webhook receiver that keeps every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        webhook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                webhook.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def start(command: list[str], log: Path, ready: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(command, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    assert wait_http(ready, 30, proc), log.read_text()[-2000:]
+    return proc
+
+
+@pytest.mark.e2e
+def test_a_real_alertmanager_delivers_an_alert_fired_by_the_shipped_rules(config_copy: Path, tmp_path: Path) -> None:
+    """Prometheus fires JupyterHubDown (its `for` shortened to 0s here) for a hub that does not answer, the shipped
+    Alertmanager config routes it, and the webhook receives it."""
+    webhook = Webhook()
+    am_port, prom_port = free_port(), free_port()
+    am_config = yaml.safe_load((config_copy / "alertmanager.yml").read_text())
+    am_config["route"]["group_wait"] = "1s"
+    am_config["receivers"][0]["webhook_configs"][0]["url"] = f"http://127.0.0.1:{webhook.server_port}/alerts"
+    (config_copy / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
+    rules = yaml.safe_load((config_copy / "alerts.yml").read_text())
+    for rule in rules["groups"][0]["rules"]:
+        if rule["alert"] == "JupyterHubDown":
+            rule["for"] = "0s"
+    (config_copy / "alerts.yml").write_text(yaml.safe_dump(rules))
+    config = yaml.safe_load((config_copy / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] == "jupyterhub"]
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{free_port()}"]}]  # nobody there
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
+    (config_copy / "prometheus.yml").write_text(yaml.safe_dump(config))
+    alertmanager = start(
+        [
+            ALERTMANAGER,
+            f"--config.file={config_copy / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'am'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+        f"http://127.0.0.1:{am_port}/-/ready",
+    )
+    try:
+        prometheus = start(
+            [
+                PROMETHEUS,
+                f"--config.file={config_copy / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            tmp_path / "prometheus.log",
+            f"http://127.0.0.1:{prom_port}/-/ready",
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not webhook.bodies:
+                time.sleep(0.5)
+        finally:
+            prometheus.terminate()
+            prometheus.wait(10)
+    finally:
+        alertmanager.terminate()
+        alertmanager.wait(10)
+        webhook.shutdown()
+    assert webhook.bodies, (tmp_path / "alertmanager.log").read_text()[-2000:]
+    (alert,) = webhook.bodies[0]["alerts"]
+    assert alert["status"] == "firing"
+    assert alert["labels"]["alertname"] == "JupyterHubDown" and alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["summary"].startswith("JupyterHub 127.0.0.1:")
