@@ -7,7 +7,8 @@ Run from the repository root::
 
 Part 1, in this process: microseconds per span for the SDK alone (start with 10 attributes, two more, end, into a
 BatchSpanProcessor with an exporter that drops everything), for the OTLP exporters' ``encode_spans`` and jh_otel's
-encoder, and for jh_otel's scrubbing of a clean span. Part 2: a bare tornado server (one handler answering a small
+encoder, for jh_otel's scrubbing of a clean span, and per SQLite query untraced, with the contrib engine tracer and
+with jh_otel's. Part 2: a bare tornado server (one handler answering a small
 JSON body, like ``/hub/health``) in a child process, loaded with ``wrk``, in interleaved rounds: CPU per request
 plain, with the contrib tornado instrumentation as shipped, and with jh_otel's corrections (both with stable HTTP
 conventions, spans into the same dropping exporter). Loopback only. Prints a markdown table and writes
@@ -55,6 +56,44 @@ def dropping_provider():
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
     return provider
+
+
+def sql_costs(n: int = 3000) -> dict[str, float]:
+    """Microseconds per SQLite query (a JupyterHub-like SELECT): untraced, with the contrib engine tracer as
+    shipped, with jh_otel's; each traced into the dropping exporter."""
+    import tempfile
+
+    import sqlalchemy
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    from jh_otel.tracing.sql import HubEngineTracer
+
+    tracer = dropping_provider().get_tracer("span_costs")
+    usage = NoOpMeterProvider().get_meter("span_costs").create_up_down_counter("usage")
+    statement = sqlalchemy.text("SELECT users.id, users.name FROM users WHERE users.id IN (1, 2, 3) LIMIT 10")
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp}/jupyterhub.sqlite")
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("CREATE TABLE users (id INTEGER, name TEXT)"))
+
+        def timed() -> float:
+            with engine.connect() as connection:
+                start = time.perf_counter()
+                for _ in range(n):
+                    connection.execute(statement).fetchall()
+                return (time.perf_counter() - start) / n * 1e6
+
+        out = {"sql_untraced_us": timed()}
+        for name, attach, detach in (
+            ("sql_contrib_us", lambda: EngineTracer(tracer, engine, usage), EngineTracer.remove_all_event_listeners),
+            ("sql_jh_otel_us", lambda: HubEngineTracer(tracer, engine), HubEngineTracer.remove_all_event_listeners),
+        ):
+            attach()
+            out[name] = timed()
+            detach()
+        engine.dispose()
+    return {key: round(value, 1) for key, value in out.items()}
 
 
 def per_span_costs(n: int = 20_000) -> dict[str, float]:
@@ -180,7 +219,7 @@ def main() -> int:
         print("span_costs.py needs wrk (apt-get install -y wrk)")
         return 1
     sys.path.insert(0, str(ROOT.parent / "src"))
-    spans = per_span_costs()
+    spans = per_span_costs() | sql_costs()
     requests = request_costs()
     median = {mode: statistics.median(values) for mode, values in requests.items()}
     rows = [
@@ -188,6 +227,9 @@ def main() -> int:
         ("OTLP exporters' encode_spans, per span", spans["encode_spans_us"]),
         ("jh_otel's span encoder, per span", spans["jh_otel_encoder_us"]),
         ("jh_otel's scrubbing of a clean span", spans["scrub_clean_span_us"]),
+        ("SQLite query, CPU per query: untraced", spans["sql_untraced_us"]),
+        ("... with the contrib engine tracer as shipped, added", spans["sql_contrib_us"] - spans["sql_untraced_us"]),
+        ("... with jh_otel's engine tracer, added", spans["sql_jh_otel_us"] - spans["sql_untraced_us"]),
         ("bare tornado request, CPU per request: plain", median["plain"]),
         ("... with the contrib tornado instrumentation, added", median["contrib"] - median["plain"]),
         ("... with jh_otel's corrected request spans, added", median["jh_otel"] - median["plain"]),

@@ -16,7 +16,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 SECRET_NAME_PARTS = ("token", "auth", "key", "code", "state", "_xsrf", "password", "secret")
-_SECRET_PATHS = re.compile(r"(/api/authorizations/(?:token|cookie))/.+$")
+SECRET_PATHS = re.compile(r"(/api/authorizations/(?:token|cookie))/(.+)$")
+"""JupyterHub's token paths: group 1 the prefix kept, group 2 the credential."""
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
 
@@ -47,7 +48,7 @@ def scrub_url(url: str) -> str:
         userinfo, _, host = netloc.rpartition("@")
         user, sep, _ = userinfo.partition(":")
         netloc = f"{user}:{REDACTED}@{host}" if sep else netloc
-    path = _SECRET_PATHS.sub(rf"\1/{REDACTED}", parts.path)
+    path = SECRET_PATHS.sub(rf"\1/{REDACTED}", parts.path)
     query = _scrub_pairs(parts.query) if parts.query else ""
     fragment = _scrub_pairs(parts.fragment) if "=" in parts.fragment else parts.fragment
     return urlunsplit((parts.scheme, netloc, path, query, fragment))

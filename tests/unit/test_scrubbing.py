@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -519,7 +520,7 @@ class NoExporterProcessor(SpanProcessor):
     """A processor of a type jh_otel does not know: it has no exporter slot."""
 
 
-def test_wrap_exporters_wraps_batch_and_simple_processors_and_undoes() -> None:
+def test_wrap_exporters_wraps_batch_and_simple_processors_and_undoes(caplog: pytest.LogCaptureFixture) -> None:
     batch_out, simple_out = InMemorySpanExporter(), InMemorySpanExporter()
     batch, simple, other = BatchSpanProcessor(batch_out), SimpleSpanProcessor(simple_out), NoExporterProcessor()
     provider = TracerProvider()
@@ -528,8 +529,11 @@ def test_wrap_exporters_wraps_batch_and_simple_processors_and_undoes() -> None:
     tracer = provider.get_tracer("test")
     known = KnownSecrets()
     try:
-        undo = wrap_exporters(provider, known)
+        with caplog.at_level(logging.WARNING, logger="jh_otel"):
+            undo = wrap_exporters(provider, known)
         assert len(undo) == 2
+        # the one it cannot reach would send credentials: it is named
+        assert "cannot scrub the spans of NoExporterProcessor" in caplog.text
         for processor, inner in ((batch, batch_out), (simple, simple_out)):
             assert isinstance(processor.span_exporter, ScrubbingSpanExporter)
             assert processor.span_exporter.inner is inner

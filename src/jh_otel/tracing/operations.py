@@ -34,6 +34,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation, unwrap
 
 from .._guard import guarded
+from .server import user_attributes
 
 USER = "jupyterhub.user.name"
 SERVER = "jupyterhub.server.name"
@@ -90,7 +91,16 @@ class Operations:
         parent = kwargs.pop("context", None) or self._parent()
         return self.tracer.start_span(name, context=parent, attributes=attributes, **kwargs)
 
-    async def _run(self, name: str, attributes: dict[str, Any], call: Callable[[], Any], outcome: Any = None) -> Any:
+    async def _run(
+        self,
+        name: str,
+        attributes: dict[str, Any],
+        call: Callable[[], Any],
+        outcome: Any = None,
+        always: Callable[[], dict[str, Any]] | None = None,
+    ) -> Any:
+        """``call()`` (awaited if it returns an awaitable) inside a ``name`` span; ``outcome(result)`` gives the
+        attributes of a success, ``always()`` those to set whatever happened."""
         try:
             span = self.start_span(name, attributes)
         except Exception:
@@ -107,6 +117,10 @@ class Operations:
                 with guarded("recording an operation's error"):
                     _fail(span, error)
                 raise
+            finally:
+                if always is not None:
+                    with guarded("recording an operation's attributes"):
+                        span.set_attributes(always())
             if outcome is not None:
                 with guarded("recording an operation's outcome"):
                     span.set_attributes(outcome(result))
@@ -140,7 +154,9 @@ class Operations:
 
         self._start_startup(app, initialize_started)
         self._wrap(BaseHandler, "login_user", self._login)
-        self._wrap(LogoutHandler, "get", self.traced("jupyterhub.logout", _handler_user))
+        self._wrap(
+            LogoutHandler, "get", self.traced("jupyterhub.logout", lambda handler, *a, **k: user_attributes(handler))
+        )
         self._wrap(BaseHandler, "spawn_single_user", self._spawn)
         self._wrap(BaseHandler, "stop_single_user", self._stop)
         self._wrap(BaseHandler, "user_stopped", self.traced("jupyterhub.stop", _stopped_attributes))
@@ -309,31 +325,21 @@ class Operations:
         return self._wait(wrapped, spawner, args, kwargs)
 
     async def _wait(self, wrapped: Any, spawner: Any, args: Any, kwargs: Any) -> Any:
+        """One span for the readiness wait, however many requests it takes (client spans suppressed, counted)."""
         count = [0]
         reset = _polls.set(count)
         try:
-            attributes: dict[str, Any] = dict(spawner_attributes(spawner))
-            server = getattr(spawner, "server", None)
-            if server is not None:
-                attributes["server.address"] = str(getattr(server, "ip", "") or "")
-                attributes["server.port"] = int(getattr(server, "port", 0) or 0)
-            span = self.start_span("jupyterhub.server.wait_up", attributes)
-        except Exception:
-            _polls.reset(reset)
-            return await wrapped(*args, **kwargs)
-        try:
-            with trace.use_span(span, end_on_exit=True), suppress_http_instrumentation():
-                try:
-                    result = await wrapped(*args, **kwargs)
-                except BaseException as error:
-                    _fail(span, error)
-                    raise
-                finally:
-                    span.set_attribute("jupyterhub.server.polls", count[0])
-                self._progress_event(spawner, "Server ready", 100)
-                return result
+            with suppress_http_instrumentation():
+                result = await self._run(
+                    "jupyterhub.server.wait_up",
+                    _wait_attributes(spawner),
+                    lambda: wrapped(*args, **kwargs),
+                    always=lambda: {"jupyterhub.server.polls": count[0]},
+                )
         finally:
             _polls.reset(reset)
+        self._progress_event(spawner, "Server ready", 100)
+        return result
 
     # -- progress --
     def _progress_event(self, spawner: Any, message: str, progress: Any = None) -> None:
@@ -364,10 +370,15 @@ def _future_error(future: Any) -> BaseException | None:
     return future.exception()
 
 
-def _handler_user(handler: Any, *args: Any, **kwargs: Any) -> dict[str, str]:
-    user = handler.__dict__.get("_jupyterhub_user")
-    name = getattr(user, "name", None)
-    return {USER: name} if isinstance(name, str) else {}
+def _wait_attributes(spawner: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    with guarded("describing a readiness wait"):
+        attributes.update(spawner_attributes(spawner))
+        server = getattr(spawner, "server", None)
+        if server is not None:
+            attributes["server.address"] = str(getattr(server, "ip", "") or "")
+            attributes["server.port"] = int(getattr(server, "port", 0) or 0)
+    return attributes
 
 
 def _stopped_attributes(handler: Any, user: Any, server_name: str = "", *args: Any, **kwargs: Any) -> dict[str, str]:

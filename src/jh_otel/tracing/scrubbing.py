@@ -14,6 +14,7 @@ span names, attributes, events (exception messages and stack traces included), l
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from opentelemetry.trace import Link, Status
 
 from .. import scrub
 
+log = logging.getLogger("jh_otel")
 _URL_KEYS = frozenset({"url.full", "url.path", "url.query", "http.url", "http.target", "url.original"})
 _SQL_KEYS = frozenset({"db.statement", "db.query.text"})
 _HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
@@ -107,8 +109,9 @@ def _url_word(word: str) -> str:
     return scrub.scrub_url(word) if "/" in word and ("?" in word or "/api/authorizations" in word) else word
 
 
-def _maybe_url(value: str) -> bool:
-    return "?" in value or "#" in value or "@" in value or "/api/authorizations" in value or "=" in value
+def _maybe_secret(text: str) -> bool:
+    """Whether any rule may change ``text``: what :func:`_suspect` looks for, and a URL's query or fragment."""
+    return "?" in text or "#" in text or _suspect(text)
 
 
 def scrub_value(key: str, value: Any, secrets: Sequence[str] = ()) -> Any:
@@ -125,7 +128,7 @@ def scrub_value(key: str, value: Any, secrets: Sequence[str] = ()) -> Any:
     elif key in _SQL_KEYS:  # no literal left to find: ``token=?`` is a placeholder
         clean = _text(_scrub_sql(value), secrets, patterns=False)
         return value if clean == value else clean
-    elif key in _URL_KEYS and _maybe_url(value):
+    elif key in _URL_KEYS and _maybe_secret(value):
         clean = scrub.scrub_url("?" + value)[1:] if key == "url.query" else scrub.scrub_url(value)
     clean = _text(clean, secrets)
     return value if clean == value else clean
@@ -189,7 +192,7 @@ def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None,
         everything = "\n".join((text, *statements))
         if any(secret in everything for secret in secrets):
             return False
-    return not ("?" in text or "#" in text or _suspect(text))
+    return not _maybe_secret(text)
 
 
 def scrub_span(span: ReadableSpan, known: KnownSecrets | None = None) -> ReadableSpan:
@@ -240,7 +243,7 @@ class ScrubbingSpanExporter(SpanExporter):
             try:
                 clean.append(scrub_span(span, self.known))
             except Exception:  # a span that cannot be scrubbed is not sent
-                continue
+                log.debug("jh_otel: dropped a span that could not be scrubbed", exc_info=True)
         return self.inner.export(clean)
 
     def shutdown(self) -> None:
@@ -253,13 +256,18 @@ class ScrubbingSpanExporter(SpanExporter):
 def wrap_exporters(tracer_provider: Any, known: KnownSecrets) -> list[Any]:
     """Put :class:`ScrubbingSpanExporter` in front of every exporter of ``tracer_provider``'s span processors.
 
-    Returns undo callables. Processors of unknown types are left alone (and named in the return's log).
+    Returns undo callables. A processor whose exporter jh_otel cannot reach is named in a warning: its spans leave
+    unscrubbed.
     """
     undo: list[Any] = []
     multi = getattr(tracer_provider, "_active_span_processor", None)
     for processor in getattr(multi, "_span_processors", ()):
         holder, attribute = _exporter_slot(processor)
         if holder is None:
+            log.warning(
+                "jh_otel: cannot scrub the spans of %s (no exporter jh_otel can wrap): credentials may leave in them",
+                type(processor).__qualname__,
+            )
             continue
         inner = getattr(holder, attribute)
         if isinstance(inner, ScrubbingSpanExporter):

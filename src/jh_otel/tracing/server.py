@@ -24,7 +24,6 @@ cookie values, token paths) are handed to :class:`~jh_otel.tracing.scrubbing.Kno
 from __future__ import annotations
 
 import logging
-import re
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +43,6 @@ from ..hooks.routes import UNMATCHED, Routes
 from .scrubbing import KnownSecrets
 
 log = logging.getLogger("jh_otel")
-_TOKEN_PATH = re.compile(r"/api/authorizations/(?:token|cookie)/([^/?#]+)")
 
 
 def _rules(router: Any) -> Iterator[tuple[str, type]]:
@@ -78,12 +76,10 @@ class ApplicationRoutes:
 def request_secrets(request: Any) -> list[str]:
     """The credential values one tornado request carries."""
     found: list[str] = []
-    for name, values in getattr(request, "query_arguments", {}).items():
-        if scrub.is_secret_name(name):
-            found.extend(v.decode("utf-8", "replace") for v in values)
-    for name, values in getattr(request, "body_arguments", {}).items():
-        if scrub.is_secret_name(name):
-            found.extend(v.decode("utf-8", "replace") for v in values)
+    for arguments in (getattr(request, "query_arguments", {}), getattr(request, "body_arguments", {})):
+        for name, values in arguments.items():
+            if scrub.is_secret_name(name):
+                found.extend(v.decode("utf-8", "replace") for v in values)
     headers = request.headers
     for header in ("Authorization", "Proxy-Authorization"):
         value = headers.get(header)
@@ -94,13 +90,14 @@ def request_secrets(request: Any) -> list[str]:
             found.extend(morsel.value for morsel in request.cookies.values())
         except Exception:
             pass
-    match = _TOKEN_PATH.search(request.path or "")
+    match = scrub.SECRET_PATHS.search(request.path or "")
     if match:
-        found.append(match.group(1))
+        found.append(match.group(2))
     return found
 
 
-def _user_attributes(handler: Any) -> dict[str, str]:
+def user_attributes(handler: Any) -> dict[str, str]:
+    """``jupyterhub.user.name`` (or ``jupyterhub.service.name``) of the request's authenticated user, if any."""
     user = handler.__dict__.get("_jupyterhub_user") or handler.__dict__.get("_current_user")
     if not user:
         return {}
@@ -152,15 +149,10 @@ class ServerCorrections:
 
     # -- naming --
     def route(self, handler: Any) -> str:
-        """The handler's route template, looked up once per request."""
-        route = handler.__dict__.get("_jh_otel_route")
-        if route is None:
-            try:
-                route = self.routes.route(handler)
-            except Exception:
-                route = UNMATCHED
-            handler._jh_otel_route = route
-        return route
+        try:
+            return self.routes.route(handler)
+        except Exception:
+            return UNMATCHED
 
     # -- spans: inline try/except rather than guarded() blocks, as these run for every request --
     def _start_span(self, tracer: Any, handler: Any, mode: Any) -> Any:
@@ -256,7 +248,7 @@ class ServerCorrections:
         try:
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
-                user = _user_attributes(handler)
+                user = user_attributes(handler)
                 if user:
                     span.set_attributes(user)
                 if status >= 500:

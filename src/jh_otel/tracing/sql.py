@@ -8,7 +8,9 @@ jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.d
   ``db.operation`` is the operation alone and ``db.sql.table`` the table;
 - ``db.statement`` has every literal replaced by ``?`` (bound parameters are never recorded);
 - an error records its type and the driver's message with literals removed (SQLAlchemy's own message would add the
-  bound parameters); the contrib handler would put ``str(exception)`` in the status.
+  bound parameters); the contrib handler would put ``str(exception)`` in the status;
+- each span starts with all its attributes, the URL's worked out once per engine (the contrib tracer sets them one
+  by one and reads the database name from the connection for every statement).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class HubEngineTracer(contrib.EngineTracer):
         if table:
             attributes["db.sql.table"] = table
         span = self.tracer.start_span(
-            f"{operation} {table}" if table else (operation or self.vendor),
+            span_name(statement, self.vendor),
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
@@ -104,17 +106,8 @@ class HubEngineTracer(contrib.EngineTracer):
         super()._register_event_listener(target, identifier, func, *args, **kw)
 
     def _operation_name(self, db_name: Any, statement: Any) -> str:
+        # the contrib path, still taken for statements that are not strings: never the sqlite file's path
         return span_name(statement, self.vendor)
-
-    def _set_db_client_span_attributes(self, span: Any, statement: Any, db_name: Any, attrs: Any) -> None:
-        if not isinstance(statement, str):
-            return super()._set_db_client_span_attributes(span, statement, db_name, attrs)
-        operation, table, clean = summarize(statement)
-        super()._set_db_client_span_attributes(span, clean, db_name, attrs)
-        span.set_attribute("db.operation", operation)
-        if table:
-            span.set_attribute("db.sql.table", table)
-        return None
 
 
 def trace_engine(engine: Any, tracer: Any) -> Any:
