@@ -12,7 +12,8 @@ hold whoever instrumented it):
   handlers) are all ``METHOD unmatched``; attributes follow the stable HTTP conventions (no ``url.full`` on a
   server span, no ``Host`` header split into labels); the span carries ``jupyterhub.user.name`` (or
   ``jupyterhub.service.name``) when the request was authenticated; a 5xx sets ``error.type`` and status ERROR
-  with the exception recorded; the span ends exactly once. They also cost half as much per request;
+  with the exception recorded; the span ends exactly once. They cost less per request too
+  (``benchmarks/span_costs.py``);
 - ``_record_prepare_metrics``/``_record_on_finish_metrics`` record nothing: the contrib server metrics count an
   error response twice and drive ``http.server.active_requests`` negative; jh_otel's catalogue
   (``jupyterhub_request_duration_seconds``...) records every request once, where JupyterHub does.
