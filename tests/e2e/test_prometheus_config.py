@@ -37,7 +37,8 @@ def config_copy(tmp_path: Path) -> Path:
     """The shipped directory with a token file next to the config, as an operator deploys it."""
     target = tmp_path / "prometheus"
     shutil.copytree(CONFIG_DIR, target)
-    (target / "jupyterhub-metrics-token").write_text(SERVICE_TOKEN)
+    (target / "secrets").mkdir()
+    (target / "secrets" / "jupyterhub-metrics-token").write_text(SERVICE_TOKEN)
     return target
 
 
