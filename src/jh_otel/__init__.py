@@ -39,6 +39,9 @@ Variable                                                Default     Meaning
 ``OTEL_PYTHON_JUPYTERHUB_TRACES``                       ``on``      ``off``: no jh_otel spans (operations, SQL).
 ``OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION``              ``off``     ``on``: hub log lines end with the trace and
                                                                     span ids inside a span.
+``OTEL_PYTHON_JUPYTERHUB_EXEMPLARS``                    ``off``     ``on``: histograms carry the trace id of the
+                                                                    span they were observed in as an exemplar;
+                                                                    ``/hub/metrics`` serves OpenMetrics on request.
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.

@@ -37,7 +37,9 @@ class Recorder:
     costs some 15 microseconds per metric reader, on the hub's event loop.
     """
 
-    def __init__(self, family: Family, prefix: str, meter: Meter) -> None:
+    def __init__(
+        self, family: Family, prefix: str, meter: Meter, exemplar: Callable[[], dict[str, str] | None] | None = None
+    ) -> None:
         self.family = family
         name = f"{prefix}_{family.name}"
         desc, unit = family.help, family.unit
@@ -48,12 +50,15 @@ class Recorder:
             self.prometheus = Counter(name, desc, family.labels, registry=None)
             meter.create_observable_counter(otel_name, callbacks=[self._observe], unit=unit, description=desc)
             self._method = "inc"
+            self._exemplar = None
         else:
             self.prometheus = Histogram(name, desc, family.labels, registry=None, buckets=family.buckets)
             self._otel = meter.create_histogram(
                 otel_name, unit=unit, description=desc, explicit_bucket_boundaries_advisory=list(family.buckets)
             ).record
             self._method = "observe"
+            self._exemplar = exemplar
+            """Labels of the exemplar for an observation (``prometheus_client`` keeps one per bucket)."""
         self._series: dict[tuple[str, ...], tuple[Callable[[float], None], dict[str, str]]] = {}
         # an unlabelled family has one series, which exists from the start like the declared ones
         for labelvalues in family.series if family.labels else ((),):
@@ -70,13 +75,21 @@ class Recorder:
         self._series[labelvalues] = entry
         return entry
 
+    def declare(self, labelvalues: tuple[str, ...]) -> None:
+        """Make the series of ``labelvalues`` exist at zero, so that ``rate()`` counts its first event."""
+        if labelvalues not in self._series:
+            self._add_series(labelvalues)
+
     def record(self, value: float, labelvalues: tuple[str, ...] = ()) -> None:
         """Add ``value`` (counter) or observe it (histogram) in the series of ``labelvalues``."""
         try:
             prom, attributes = self._series[labelvalues]
         except KeyError:
             prom, attributes = self._add_series(labelvalues)
-        prom(value)
+        if self._exemplar is None:
+            prom(value)
+        else:
+            prom(value, self._exemplar())
         if self._otel is not None:
             self._otel(value, attributes)
 
@@ -97,7 +110,13 @@ class Recorder:
 class Instruments:
     """Every catalogue family, created once from one meter; gauges observe ``snapshot()``."""
 
-    def __init__(self, catalogue: Catalogue, meter: Meter, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        meter: Meter,
+        snapshot: Callable[[], Snapshot],
+        exemplar: Callable[[], dict[str, str] | None] | None = None,
+    ) -> None:
         self.catalogue = catalogue
         self.recorders: dict[str, Recorder] = {}
         self.gauges: dict[str, Callable[[], list[tuple[tuple[str, ...], float]]]] = {}
@@ -112,7 +131,7 @@ class Instruments:
                     description=family.help,
                 )
             else:
-                self.recorders[family.name] = Recorder(family, catalogue.prefix, meter)
+                self.recorders[family.name] = Recorder(family, catalogue.prefix, meter, exemplar)
 
     def __getitem__(self, name: str) -> Recorder:
         return self.recorders[name]

@@ -19,6 +19,7 @@ from ._guard import guarded
 from .catalogue import build_catalogue
 from .exposition import Exposition
 from .hooks.auth import LoginRecorder
+from .hooks.exemplars import OpenMetricsNegotiation, current_exemplar
 from .hooks.native import NativeMirror
 from .hooks.requests import RequestRecorder
 from .hooks.routes import Routes
@@ -45,7 +46,8 @@ class HubTelemetry:
         self.registry = registry
         self.catalogue = build_catalogue(settings)
         self.refresher: SnapshotRefresher | None = None
-        self.instruments = Instruments(self.catalogue, meter, self._snapshot)
+        exemplar = current_exemplar if settings.exemplars == "on" else None
+        self.instruments = Instruments(self.catalogue, meter, self._snapshot, exemplar)
         self.app: Any = None
         self._undo: list[Any] = []
         self._unlog: list[Any] = []
@@ -76,15 +78,28 @@ class HubTelemetry:
         self._wrap("jupyterhub.user", "User.spawn", SpawnRecorder(self.instruments).wrapper)
         singleuser = SingleUserEnvironment(self.settings.singleuser_instrumentation)
         self._wrap("jupyterhub.spawner", "Spawner.get_env", singleuser.wrapper)
+        if self.settings.exemplars == "on":
+            self._serve_openmetrics()
 
         spawner_class = getattr(app, "spawner_class", None)
         if isinstance(spawner_class, type):
-            self.instruments["spawn_success"].record(0, (spawner_class.__name__,))
+            # attempts and successes of the hub's spawner exist at zero from the start, like JupyterHub's own series:
+            # rate() then counts the first spawn, and failures are attempts minus successes (alerts.yml)
+            for name in ("spawn_success", "spawn_duration_seconds"):
+                self.instruments[name].declare((spawner_class.__name__,))
         self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
         self.refresher.refresh()
         if self.tracing is not None:
             self.tracing.attach(app, initialize_started)
             self._undo.append(self.tracing.detach)
+
+    def _serve_openmetrics(self) -> None:
+        from jupyterhub.handlers import metrics as module
+
+        negotiation = OpenMetricsNegotiation(module.generate_latest)
+        module.generate_latest = negotiation.generate
+        self._undo.append(lambda: setattr(module, "generate_latest", negotiation.original))
+        self._wrap("jupyterhub.handlers.metrics", "MetricsHandler.get", negotiation.get)
 
     def _log_through(self, app: Any) -> None:
         """jh_otel's records go to the hub's log handlers, formatted like the hub's own."""

@@ -17,6 +17,7 @@ OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT = "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEO
 OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION = "OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION"
 OTEL_PYTHON_JUPYTERHUB_TRACES = "OTEL_PYTHON_JUPYTERHUB_TRACES"
 OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION = "OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION"
+OTEL_PYTHON_JUPYTERHUB_EXEMPLARS = "OTEL_PYTHON_JUPYTERHUB_EXEMPLARS"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -46,6 +47,9 @@ class Settings:
     log_correlation: str = "off"
     """``on``: the hub's log lines end with ``trace_id=... span_id=...`` inside a span (records always carry
     ``trace_id`` and ``span_id`` attributes for a format of your own)."""
+    exemplars: str = "off"
+    """``on``: histogram observations made inside a sampled span carry its ``trace_id`` as an exemplar, and
+    ``/hub/metrics`` answers in OpenMetrics (the format that carries exemplars) when the scraper asks for it."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
@@ -144,6 +148,7 @@ VARIABLES = (
     ),
     _Variable(OTEL_PYTHON_JUPYTERHUB_TRACES, "traces", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION, "log_correlation", _choice(SWITCH), "one of on, off"),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_EXEMPLARS, "exemplars", _choice(SWITCH), "one of on, off"),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",

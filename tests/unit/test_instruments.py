@@ -108,3 +108,21 @@ def test_series_are_capped_with_an_overflow_series(monkeypatch) -> None:
     exposed = lines(registry, "jupyterhub_spawn_failure_total{")
     assert len(exposed) == 4
     assert f'jupyterhub_spawn_failure_total{{error_type="{OVERFLOW}",spawner_class="{OVERFLOW}"}} 7.0' in exposed
+
+
+def test_a_declared_series_exists_at_zero_and_counts_once() -> None:
+    instruments, registry, _ = make()
+    assert lines(registry, "jupyterhub_spawn_duration_seconds_count") == []
+    for _ in range(2):
+        instruments["spawn_duration_seconds"].declare(("KubeSpawner",))
+        instruments["spawn_success"].declare(("KubeSpawner",))
+    assert lines(registry, "jupyterhub_spawn_duration_seconds_count") == [
+        'jupyterhub_spawn_duration_seconds_count{spawner_class="KubeSpawner"} 0.0'
+    ]
+    assert lines(registry, "jupyterhub_spawn_success_total") == [
+        'jupyterhub_spawn_success_total{spawner_class="KubeSpawner"} 0.0'
+    ]
+    instruments["spawn_success"].record(1, ("KubeSpawner",))
+    assert lines(registry, "jupyterhub_spawn_success_total") == [
+        'jupyterhub_spawn_success_total{spawner_class="KubeSpawner"} 1.0'
+    ]

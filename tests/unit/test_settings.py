@@ -15,6 +15,7 @@ VALID = [
     ({"JUPYTERHUB_METRICS_PREFIX": "myhub"}, Settings(metrics_prefix="myhub")),
     ({"OTEL_PYTHON_JUPYTERHUB_TRACES": "Off"}, Settings(traces="off")),
     ({"OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION": "on"}, Settings(log_correlation="on")),
+    ({"OTEL_PYTHON_JUPYTERHUB_EXEMPLARS": " ON"}, Settings(exemplars="on")),
     ({"JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS": "1,2,inf"}, Settings(spawn_buckets=(1.0, 2.0))),
     ({"JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS": "0.5, 1"}, Settings(stop_buckets=(0.5, 1.0))),
 ]
@@ -28,6 +29,7 @@ INVALID = [
     ("JUPYTERHUB_METRICS_PREFIX", "my-hub", "a Prometheus name", "'jupyterhub'"),
     ("OTEL_PYTHON_JUPYTERHUB_TRACES", "true", "one of on, off", "'on'"),
     ("OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION", "1", "one of on, off", "'off'"),
+    ("OTEL_PYTHON_JUPYTERHUB_EXEMPLARS", "yes", "one of on, off", "'off'"),
     ("JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS", "2,1", "comma-separated increasing numbers", "(0.5,"),
     ("JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS", "a,b", "comma-separated increasing numbers", "(0.005,"),
 ]

@@ -1,0 +1,152 @@
+"""Exemplars: sampled spans only, OpenMetrics only when asked for, the text format untouched otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from prometheus_client import CollectorRegistry, generate_latest
+
+from jh_otel.catalogue import build_catalogue
+from jh_otel.hooks.exemplars import OpenMetricsNegotiation, current_exemplar, wants_openmetrics
+from jh_otel.instruments import Instruments
+from jh_otel.settings import parse_settings
+from jh_otel.snapshot import Snapshot
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (PROMETHEUS_ACCEPT, True),
+        ("application/openmetrics-text", True),
+        ("text/plain;version=0.0.4", False),
+        ("", False),
+        ("*/*", False),
+        ("application/openmetrics-text;q=0", False),
+        ("application/openmetrics-text; q=0.5", True),
+        ("application/openmetrics-text;q=x", False),
+    ],
+)
+def test_only_an_accept_header_naming_openmetrics_gets_it(accept: str, expected: bool) -> None:
+    assert wants_openmetrics(accept) is expected
+
+
+def test_exemplar_only_inside_a_sampled_span() -> None:
+    assert current_exemplar() is None
+    unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")
+    with unsampled.start_as_current_span("not sampled"):
+        assert current_exemplar() is None
+    sampled = TracerProvider(sampler=ALWAYS_ON).get_tracer("t")
+    with sampled.start_as_current_span("sampled") as span:
+        context = span.get_span_context()
+        assert current_exemplar() == {
+            "trace_id": f"{context.trace_id:032x}",
+            "span_id": f"{context.span_id:016x}",
+        }
+
+
+def openmetrics_lines(exemplar) -> tuple[list[str], str]:
+    instruments = Instruments(
+        build_catalogue(parse_settings({})), MeterProvider().get_meter("t"), Snapshot, exemplar=exemplar
+    )
+    registry = CollectorRegistry()
+    registry.register(instruments.collector())
+    tracer = TracerProvider(sampler=ALWAYS_ON).get_tracer("t")
+    with tracer.start_as_current_span("request") as span:
+        instruments["hub_response_duration_seconds"].record(0.2)
+        instruments["request_count"].record(1, ("GET", "h.Handler", "200"))
+    negotiation = OpenMetricsNegotiation(generate_latest)
+    negotiation._handler.set(FakeHandler())
+    body = negotiation.generate(registry).decode()
+    bucket = [
+        line
+        for line in body.splitlines()
+        if line.startswith('jupyterhub_hub_response_duration_seconds_bucket{le="0.25"}')
+    ]
+    return bucket, f"{span.get_span_context().trace_id:032x}"
+
+
+def test_a_histogram_bucket_carries_the_trace_id_of_its_observation() -> None:
+    (line,), trace_id = openmetrics_lines(current_exemplar)
+    assert '# {span_id="' in line and f'trace_id="{trace_id}"}} 0.2' in line
+
+
+def test_no_exemplar_when_switched_off() -> None:
+    (line,), _ = openmetrics_lines(None)
+    assert line == 'jupyterhub_hub_response_duration_seconds_bucket{le="0.25"} 1.0'
+
+
+class FakeHandler:
+    def __init__(self, accept: str = PROMETHEUS_ACCEPT) -> None:
+        self.headers: dict[str, str] = {}
+        self.request = type("Request", (), {"headers": {"Accept": accept}})()
+
+    def set_header(self, name: str, value: str) -> None:
+        self.headers[name] = value
+
+
+def handler_get(negotiation: OpenMetricsNegotiation, handler: FakeHandler, registry: CollectorRegistry) -> bytes:
+    """What JupyterHub's MetricsHandler.get does, through the wrapper."""
+
+    async def get() -> bytes:
+        handler.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        return negotiation.generate(registry)
+
+    return asyncio.run(negotiation.get(get, handler, (), {}))
+
+
+def test_the_handler_answers_openmetrics_to_prometheus_and_text_to_anyone_else() -> None:
+    registry = CollectorRegistry()
+    calls: list[CollectorRegistry] = []
+
+    def original(reg):
+        calls.append(reg)
+        return generate_latest(reg)
+
+    negotiation = OpenMetricsNegotiation(original)
+    prometheus = FakeHandler()
+    assert handler_get(negotiation, prometheus, registry).endswith(b"# EOF\n")
+    assert prometheus.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert calls == []
+    curl = FakeHandler("*/*")
+    assert not handler_get(negotiation, curl, registry).endswith(b"# EOF\n")
+    assert curl.headers["Content-Type"].startswith("text/plain")
+    assert calls == [registry]
+    assert negotiation._handler.get() is None  # nothing leaks past the request
+
+
+def test_a_failing_openmetrics_exposition_falls_back_to_text(caplog) -> None:
+    class Broken:
+        def collect(self):
+            raise RuntimeError("boom")
+
+    registry = CollectorRegistry()
+    registry.register(Broken())
+    negotiation = OpenMetricsNegotiation(lambda reg: b"text")
+    handler = FakeHandler()
+    assert handler_get(negotiation, handler, registry) == b"text"
+    assert handler.headers["Content-Type"].startswith("text/plain")
+    assert "serving the text format" in caplog.text
+
+
+def test_the_hub_telemetry_installs_and_removes_the_negotiation() -> None:
+    from jupyterhub.handlers import metrics as module
+
+    from jh_otel.runtime import HubTelemetry
+
+    original = module.generate_latest
+    telemetry = HubTelemetry(parse_settings({"OTEL_PYTHON_JUPYTERHUB_EXEMPLARS": "on"}), MeterProvider().get_meter("t"))
+    telemetry._serve_openmetrics()
+    assert module.generate_latest is not original
+    assert hasattr(module.MetricsHandler.get, "__wrapped__")
+    telemetry.detach()
+    assert module.generate_latest is original
+    assert not hasattr(module.MetricsHandler.get, "__wrapped__")
