@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 from hubproc import free_port, wait_http
 
@@ -64,3 +65,62 @@ class Prometheus:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "collector-config"
+
+
+def copy_config(target: Path, token: str) -> Path:
+    """The shipped directory copied to ``target``, with the metrics token where prometheus.yml reads it."""
+    shutil.copytree(CONFIG_DIR, target)
+    (target / "secrets").mkdir(exist_ok=True)
+    (target / "secrets" / "jupyterhub-metrics-token").write_text(token)
+    return target
+
+
+def shipped_config(config_dir: Path, targets: dict[str, str], alertmanager: str | None = None) -> Path:
+    """The shipped ``prometheus.yml`` in ``config_dir`` (a copy), rewritten for a test: 1 s intervals, only the jobs
+    of ``targets`` (job name -> ``host:port``), pointed at those, and Alertmanager at ``alertmanager`` or none."""
+    path = config_dir / "prometheus.yml"
+    config = yaml.safe_load(path.read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] in targets]
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(targets), "a job the shipped config lacks"
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+    if alertmanager is None:
+        config.pop("alerting")
+    else:
+        config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(command: list[str], log: Path, ready: str) -> subprocess.Popen[bytes]:
+    """Start a server and wait until ``ready`` answers 200."""
+    proc = subprocess.Popen(command, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    assert wait_http(ready, 30, proc), log.read_text()[-2000:]
+    return proc
+
+
+def start_prometheus(config: Path, workdir: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real Prometheus on ``config``, on a free loopback port; returns the process and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *flags,
+    ]
+    return start(command, workdir / "prometheus.log", f"{url}/-/ready"), url
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

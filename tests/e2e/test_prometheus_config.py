@@ -17,10 +17,9 @@ import pytest
 import requests
 import yaml
 
-from hubproc import SERVICE_TOKEN, Hub, free_port, otel_env, wait_http
-from promserver import PROMETHEUS, PROMTOOL
+from hubproc import SERVICE_TOKEN, Hub, free_port, otel_env
+from promserver import CONFIG_DIR, PROMTOOL, copy_config, shipped_config, start, start_prometheus, stop
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "collector-config"
 ALERTS = [
     rule["alert"]
     for group in yaml.safe_load((CONFIG_DIR / "alerts.yml").read_text())["groups"]
@@ -35,11 +34,7 @@ def promtool(*args: str, cwd: Path = CONFIG_DIR) -> subprocess.CompletedProcess[
 @pytest.fixture
 def config_copy(tmp_path: Path) -> Path:
     """The shipped directory with a token file next to the config, as an operator deploys it."""
-    target = tmp_path / "prometheus"
-    shutil.copytree(CONFIG_DIR, target)
-    (target / "secrets").mkdir()
-    (target / "secrets" / "jupyterhub-metrics-token").write_text(SERVICE_TOKEN)
-    return target
+    return copy_config(tmp_path / "prometheus", SERVICE_TOKEN)
 
 
 def test_promtool_checks_the_config_and_the_rules(config_copy: Path) -> None:
@@ -65,28 +60,9 @@ def test_a_real_prometheus_runs_the_shipped_config_against_a_hub(config_copy: Pa
     with Hub(
         tmp_path / "hub", otel_env("http://127.0.0.1:1", metrics="prometheus", exporter_port=exporter_port)
     ) as hub:
-        config = yaml.safe_load((config_copy / "prometheus.yml").read_text())
-        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-        targets = {"jupyterhub": hub.url.removeprefix("http://"), "jupyterhub-otel": f"127.0.0.1:{exporter_port}"}
-        config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] in targets]
-        for job in config["scrape_configs"]:
-            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
-        config.pop("alerting")  # no Alertmanager in this test
-        (config_copy / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config_copy / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=open(tmp_path / "prometheus.log", "wb"),
-            stderr=subprocess.STDOUT,
-        )
+        targets = {"jupyterhub": hub.url.removeprefix("http://")}
+        proc, url = start_prometheus(shipped_config(config_copy, targets), tmp_path)
         try:
-            url = f"http://127.0.0.1:{port}"
-            assert wait_http(f"{url}/-/ready", 30, proc)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 targets_up = requests.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
@@ -99,14 +75,13 @@ def test_a_real_prometheus_runs_the_shipped_config_against_a_hub(config_copy: Pa
             assert {t["labels"]["job"]: t["health"] for t in targets_up} == dict.fromkeys(targets, "up"), targets_up
             assert {r["name"]: r["health"] for g in rules for r in g["rules"]} == dict.fromkeys(ALERTS, "ok"), rules
             query = requests.get(f"{url}/api/v1/query", params={"query": "jupyterhub_total_users"}, timeout=10).json()
-            assert sorted(r["metric"]["job"] for r in query["data"]["result"]) == ["jupyterhub", "jupyterhub-otel"]
+            assert [r["metric"]["job"] for r in query["data"]["result"]] == ["jupyterhub"]
             # a hub that answers is not down, and nothing fires on a quiet hub (before the first scrape the
             # missing-target alert may be pending: its 10 minutes make that harmless)
             alerts = requests.get(f"{url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
             assert [a for a in alerts if a["state"] == "firing"] == []
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop(proc)
 
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
@@ -141,18 +116,12 @@ class Webhook(http.server.ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-def start(command: list[str], log: Path, ready: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(command, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    assert wait_http(ready, 30, proc), log.read_text()[-2000:]
-    return proc
-
-
 @pytest.mark.e2e
 def test_a_real_alertmanager_delivers_an_alert_fired_by_the_shipped_rules(config_copy: Path, tmp_path: Path) -> None:
     """Prometheus fires JupyterHubDown (its `for` shortened to 0s here) for a hub that does not answer, the shipped
     Alertmanager config routes it, and the webhook receives it."""
     webhook = Webhook()
-    am_port, prom_port = free_port(), free_port()
+    am_port = free_port()
     am_config = yaml.safe_load((config_copy / "alertmanager.yml").read_text())
     am_config["route"]["group_wait"] = "1s"
     am_config["receivers"][0]["webhook_configs"][0]["url"] = f"http://127.0.0.1:{webhook.server_port}/alerts"
@@ -162,12 +131,8 @@ def test_a_real_alertmanager_delivers_an_alert_fired_by_the_shipped_rules(config
         if rule["alert"] == "JupyterHubDown":
             rule["for"] = "0s"
     (config_copy / "alerts.yml").write_text(yaml.safe_dump(rules))
-    config = yaml.safe_load((config_copy / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] == "jupyterhub"]
-    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{free_port()}"]}]  # nobody there
-    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
-    (config_copy / "prometheus.yml").write_text(yaml.safe_dump(config))
+    nobody = f"127.0.0.1:{free_port()}"  # the hub's target: nobody answers there
+    config = shipped_config(config_copy, {"jupyterhub": nobody}, alertmanager=f"127.0.0.1:{am_port}")
     alertmanager = start(
         [
             ALERTMANAGER,
@@ -180,26 +145,15 @@ def test_a_real_alertmanager_delivers_an_alert_fired_by_the_shipped_rules(config
         f"http://127.0.0.1:{am_port}/-/ready",
     )
     try:
-        prometheus = start(
-            [
-                PROMETHEUS,
-                f"--config.file={config_copy / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            tmp_path / "prometheus.log",
-            f"http://127.0.0.1:{prom_port}/-/ready",
-        )
+        prometheus, _ = start_prometheus(config, tmp_path)
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not webhook.bodies:
                 time.sleep(0.5)
         finally:
-            prometheus.terminate()
-            prometheus.wait(10)
+            stop(prometheus)
     finally:
-        alertmanager.terminate()
-        alertmanager.wait(10)
+        stop(alertmanager)
         webhook.shutdown()
     assert webhook.bodies, (tmp_path / "alertmanager.log").read_text()[-2000:]
     (alert,) = webhook.bodies[0]["alerts"]
