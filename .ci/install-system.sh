@@ -3,6 +3,8 @@
 #   - Debian's `prometheus` package  -> /usr/bin/prometheus, /usr/bin/promtool
 #   - Debian's `prometheus-alertmanager` -> /usr/bin/prometheus-alertmanager, /usr/bin/amtool
 #   - npm's `configurable-http-proxy` -> configurable-http-proxy on PATH
+#   - Debian's `docker-compose` (1.29) -> /usr/bin/docker-compose, for `docker-compose config` on
+#     docker-compose.yml (no Docker engine is needed or started)
 # Idempotent: each step is skipped when its binaries are already present.
 # Must run as root (CI does). No Prometheus daemon is left running: the tests
 # start their own prometheus on a random loopback port.
@@ -28,7 +30,7 @@ remove_policy() {
 trap remove_policy EXIT
 
 # install_debian PACKAGE SERVICE BINARY... : the Debian package, unless its binaries are there already; its
-# service never left running.
+# service ("" for a package without one) never left running.
 install_debian() {
     local package=$1 service=$2
     shift 2
@@ -57,7 +59,9 @@ install_debian() {
     remove_policy
     log "$package installed in $((SECONDS - start))s"
     # Belt and braces: if a service manager still started it, stop it.
-    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    if [ -z "$service" ]; then
+        :
+    elif [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         $SUDO systemctl disable --now "$service.service" >/dev/null 2>&1 || true
     elif pgrep -f "/usr/bin/$service" >/dev/null 2>&1; then
         $SUDO service "$service" stop >/dev/null 2>&1 || true
@@ -87,9 +91,11 @@ install_chp() {
 
 install_debian prometheus prometheus /usr/bin/prometheus /usr/bin/promtool
 install_debian prometheus-alertmanager prometheus-alertmanager /usr/bin/prometheus-alertmanager /usr/bin/amtool
+install_debian docker-compose "" /usr/bin/docker-compose
 install_chp
 
 log "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -n1)"
 log "promtool:   $(/usr/bin/promtool --version 2>&1 | head -n1)"
 log "alertmanager: $(/usr/bin/prometheus-alertmanager --version 2>&1 | head -n1)"
+log "docker-compose: $(/usr/bin/docker-compose --version 2>&1 | head -n1)"
 log "configurable-http-proxy: $(command -v configurable-http-proxy) $(configurable-http-proxy --version)"
