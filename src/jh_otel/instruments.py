@@ -59,7 +59,7 @@ class Recorder:
             self._method = "observe"
             self._exemplar = exemplar
             """Labels of the exemplar for an observation (``prometheus_client`` keeps one per bucket)."""
-        self._series: dict[tuple[str, ...], tuple[Callable[[float], None], dict[str, str]]] = {}
+        self._series: dict[tuple[str, ...], tuple[Callable[..., None], dict[str, str]]] = {}
         # an unlabelled family has one series, which exists from the start like the declared ones
         for labelvalues in family.series if family.labels else ((),):
             self._add_series(labelvalues)
