@@ -60,7 +60,7 @@ class Family:
     snapshot: str | None = None
     """:class:`jh_otel.snapshot.Snapshot` field that this gauge reads."""
     hook: str | None = None
-    """Which jh_otel hook records it (for the docs)."""
+    """Which jh_otel hook records it (for the docs); a gauge with a hook and no snapshot is set by that hook."""
     definition: str = ""
     """What exactly is measured, where the help line is not enough."""
 
@@ -180,6 +180,33 @@ def _families(settings: Settings) -> tuple[Family, ...]:
         Family("hub_cpu_usage_percent", Kind.GAUGE, "CPU used by the hub process", "hub.cpu.usage", "%",
                origin="seed", snapshot="hub_cpu_usage_percent",
                definition="Percent of one core, averaged over the last refresh interval."),
+        Family("health_check_status", Kind.GAUGE, "Result of the last run of each health check",
+               "health_check.status", "{status}", ("check",), origin="seed", hook="health",
+               definition="1 healthy, 0 unhealthy, -1 error (the check raised or overran its timeout); "
+                          "`check` is the name it was registered with."),
+        Family("health_check_duration_seconds", Kind.GAUGE, "Duration of the last run of each health check",
+               "health_check.duration", "s", ("check",), origin="seed", hook="health"),
+        Family("health_check_timestamp_seconds", Kind.GAUGE, "When each health check last ran",
+               "health_check.timestamp", "s", ("check",), origin="seed", hook="health",
+               definition="Unix time of the last run's end: a check that stops running shows here."),
+        Family("custom_events", Kind.COUNTER, "Total custom events", "custom.events", "{event}",
+               ("event_type", "user"), origin="seed", hook="custom",
+               definition="`jh_otel.custom.record_custom_event(event_type, user)`; `user` is `anonymous` when "
+                          "not given, and bounded (`OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS`)."),
+        Family("custom_resource_usage", Kind.GAUGE, "Custom resource usage", "custom.resource_usage", "{value}",
+               ("resource_type", "user"), origin="seed", hook="custom",
+               definition="`jh_otel.custom.update_custom_gauge(resource_type, value, user)`; `user` is `system` "
+                          "when not given, and bounded."),
+        Family("custom_operation_duration_seconds", Kind.HISTOGRAM, "Custom operation duration",
+               "custom.operation.duration", "s", ("operation", "status"), buckets=DEFAULT_BUCKETS, origin="seed",
+               hook="custom",
+               definition="`jh_otel.custom.time_custom_operation(operation)`, a decorator or context manager, "
+                          "sync or async; `status` is `success`, or `error` when the operation raised."),
+        Family("resource_usage", Kind.GAUGE, "Resource usage by dimension", "resource_usage", "{value}",
+               ("resource_type", "username", "server_name"), origin="seed", hook="resources",
+               definition="With `OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE=on`, for servers of local-process "
+                          "spawners: `cpu` (percent of one core) and `memory` (resident bytes) of each server's "
+                          "process tree (the server and its kernels); `username` bounded."),
     )
     # fmt: on
 

@@ -120,9 +120,10 @@ class Instruments:
         self.catalogue = catalogue
         self.recorders: dict[str, Recorder] = {}
         self.gauges: dict[str, Callable[[], list[tuple[tuple[str, ...], float]]]] = {}
+        self._live: dict[str, dict[tuple[str, ...], float]] = {}
         for family in catalogue:
             if family.kind is Kind.GAUGE:
-                read = reader(family, snapshot)
+                read = reader(family, snapshot) if family.snapshot else self._live_reader(family.name)
                 self.gauges[family.name] = read
                 meter.create_observable_gauge(
                     family.instrument(catalogue.prefix),
@@ -135,6 +136,24 @@ class Instruments:
 
     def __getitem__(self, name: str) -> Recorder:
         return self.recorders[name]
+
+    def _live_reader(self, name: str) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
+        self._live[name] = {}
+        # list() of a dict's items runs in C under the GIL: safe against a writer on another thread
+        return lambda: list(self._live[name].items())
+
+    def set_gauge(self, name: str, labelvalues: tuple[str, ...], value: float) -> None:
+        """Set one series of a gauge that a hook sets (no snapshot); bounded like the recorders' series."""
+        series = self._live[name]
+        if labelvalues not in series and len(series) >= MAX_SERIES:
+            labelvalues = (OVERFLOW,) * len(labelvalues)
+        series[labelvalues] = value
+
+    def replace_gauge(self, name: str, readings: dict[tuple[str, ...], float]) -> None:
+        """All series of a hook-set gauge at once (series not in ``readings`` disappear)."""
+        if len(readings) > MAX_SERIES:
+            readings = dict(list(readings.items())[:MAX_SERIES])
+        self._live[name] = dict(readings)
 
     def collector(self) -> CatalogueCollector:
         return CatalogueCollector(self)

@@ -18,6 +18,9 @@ OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION = "OTEL_PYTHON_JUPYTERHUB_SING
 OTEL_PYTHON_JUPYTERHUB_TRACES = "OTEL_PYTHON_JUPYTERHUB_TRACES"
 OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION = "OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION"
 OTEL_PYTHON_JUPYTERHUB_EXEMPLARS = "OTEL_PYTHON_JUPYTERHUB_EXEMPLARS"
+OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL = "OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL"
+OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS"
+OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE = "OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -50,6 +53,13 @@ class Settings:
     exemplars: str = "off"
     """``on``: histogram observations made inside a sampled span carry its ``trace_id`` as an exemplar, and
     ``/hub/metrics`` answers in OpenMetrics (the format that carries exemplars) when the scraper asks for it."""
+    health_interval: float = 30.0
+    """Seconds between two runs of each built-in health check (database, proxy, spawners)."""
+    max_user_labels: int = 200
+    """Distinct user names a family records under a user label; later ones are recorded as ``_other``."""
+    resource_usage: str = "off"
+    """``on``: CPU and memory of each single-user server's process tree (local-process spawners), every
+    ``refresh_interval``, in ``jupyterhub_resource_usage``."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
@@ -82,6 +92,19 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
         except ValueError:
             raise _Invalid from None
         if not (low <= value <= high) or math.isnan(value):
+            raise _Invalid
+        return value
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise _Invalid from None
+        if not low <= value <= high:
             raise _Invalid
         return value
 
@@ -149,6 +172,19 @@ VARIABLES = (
     _Variable(OTEL_PYTHON_JUPYTERHUB_TRACES, "traces", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION, "log_correlation", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_EXEMPLARS, "exemplars", _choice(SWITCH), "one of on, off"),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL,
+        "health_interval",
+        _seconds(1, 3600),
+        "a number of seconds from 1 to 3600",
+    ),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS,
+        "max_user_labels",
+        _integer(1, 10000),
+        "a whole number from 1 to 10000",
+    ),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE, "resource_usage", _choice(SWITCH), "one of on, off"),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",

@@ -37,6 +37,10 @@ SEED = {
     "jupyterhub_hub_memory_usage_bytes": (Kind.GAUGE, ()),
     "jupyterhub_hub_memory_total_bytes": (Kind.GAUGE, ()),
     "jupyterhub_hub_cpu_usage_percent": (Kind.GAUGE, ()),
+    "jupyterhub_custom_events_total": (Kind.COUNTER, ("event_type", "user")),
+    "jupyterhub_custom_resource_usage": (Kind.GAUGE, ("resource_type", "user")),
+    "jupyterhub_custom_operation_duration_seconds": (Kind.HISTOGRAM, ("operation", "status")),
+    "jupyterhub_resource_usage": (Kind.GAUGE, ("resource_type", "username", "server_name")),
 }
 
 
@@ -48,6 +52,9 @@ def test_otel_names_translate_to_the_prometheus_names() -> None:
     instruments = Instruments(CATALOGUE, provider.get_meter("test"), Snapshot)
     for recorder in instruments.recorders.values():
         recorder.record(1, ("x",) * len(recorder.family.labels))
+    for family in CATALOGUE:
+        if family.kind is Kind.GAUGE and not family.snapshot:  # set by a hook
+            instruments.set_gauge(family.name, ("x",) * len(family.labels), 1)
     exposed = {metric.name for metric in registry.collect()}
     assert exposed == set(CATALOGUE.names())
     provider.shutdown()
