@@ -8,6 +8,7 @@ hub has read its config and built its handlers (so the one-line setup in ``jupyt
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import wrapt
@@ -15,6 +16,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import Meter
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from . import custom, health, resources
 from ._guard import guarded
 from .catalogue import build_catalogue
 from .exposition import Exposition
@@ -42,10 +44,14 @@ class HubTelemetry:
         tracing: HubTracing | None = None,
     ) -> None:
         self.settings = settings
+        self.meter = meter
         self.tracing = tracing
         self.registry = registry
         self.catalogue = build_catalogue(settings)
         self.refresher: SnapshotRefresher | None = None
+        self.health: health.HealthChecks | None = None
+        self.resources: resources.ResourceSampler | None = None
+        self.users = custom.UserLabels(settings.max_user_labels)
         exemplar = current_exemplar if settings.exemplars == "on" else None
         self.instruments = Instruments(self.catalogue, meter, self._snapshot, exemplar)
         self.app: Any = None
@@ -60,6 +66,7 @@ class HubTelemetry:
         self.detach()
         self.app = app
         self._log_through(app)
+        self._serve_health_report(app)
         from jupyterhub import metrics
 
         mirror = NativeMirror(metrics, self.catalogue, self.instruments)
@@ -89,9 +96,40 @@ class HubTelemetry:
                 self.instruments[name].declare((spawner_class.__name__,))
         self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
         self.refresher.refresh()
+        custom.bind(self.instruments, self.meter, self.users, self.registry)
+        self._undo.append(custom.unbind)
+        self.health = health.install(app, self.settings.health_interval, self._record_health)
+        self._undo.append(health.uninstall)
+        if self.settings.resource_usage == "on":
+            interval = self.settings.refresh_interval
+            self.resources = resources.ResourceSampler(app, self.instruments, self.users, interval)
         if self.tracing is not None:
             self.tracing.attach(app, initialize_started)
             self._undo.append(self.tracing.detach)
+
+    def _record_health(self, check: str, result: health.Result) -> None:
+        with guarded("recording a health check"):
+            status = health.STATUS_VALUE.get(result.status, -1.0)
+            self.instruments.set_gauge("health_check_status", (check,), status)
+            self.instruments.set_gauge("health_check_duration_seconds", (check,), result.duration_seconds)
+            self.instruments.set_gauge("health_check_timestamp_seconds", (check,), time.time())
+
+    def _serve_health_report(self, app: Any) -> None:
+        """``<hub>/api/jh-otel/health``, ahead of JupyterHub's catch-all routes."""
+        from jupyterhub.utils import url_path_join
+        from tornado.routing import PathMatches, Rule
+
+        spec = (url_path_join(app.hub_prefix, health.URL) + "$", health.handler_class())
+        router = app.tornado_application.wildcard_router
+        rule = router.process_rule(Rule(PathMatches(spec[0]), spec[1]))
+        router.rules.insert(0, rule)
+        app.handlers.insert(0, spec)
+
+        def undo() -> None:
+            router.rules.remove(rule)
+            app.handlers.remove(spec)
+
+        self._undo.append(undo)
 
     def _serve_openmetrics(self) -> None:
         from jupyterhub.handlers import metrics as module
@@ -135,10 +173,18 @@ class HubTelemetry:
     def start(self) -> None:
         if self.refresher is not None:
             self.refresher.start()
+        if self.health is not None:
+            self.health.start()
+        if self.resources is not None:
+            self.resources.start()
 
     def stop(self) -> None:
         if self.refresher is not None:
             self.refresher.stop()
+        if self.health is not None:
+            self.health.stop()
+        if self.resources is not None:
+            self.resources.stop()
 
     def detach(self) -> None:
         """Every hook off and the registry as it was; jh_otel keeps logging through the hub's handlers."""
