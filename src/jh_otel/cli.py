@@ -1,0 +1,213 @@
+"""The ``jh-otel`` command: check the telemetry settings before a deploy, print the metric catalogue, run the demo.
+
+::
+
+    jh-otel check [--no-network] [--timeout SECONDS]   one line per problem; exit 0 when none, 1 otherwise
+    jh-otel metrics [--format markdown|json]           the catalogue, as the current settings name it
+    jh-otel demo [demo options]                        the demo hub (python -m jh_otel.demo)
+
+Exit codes: 0 success, 1 a problem was found (``check``), 2 bad command-line usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from urllib.parse import urlsplit
+
+from .catalogue import build_catalogue
+from .settings import parse_settings
+
+OTLP_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+SIGNALS = {"traces": "OTEL_TRACES_EXPORTER", "metrics": "OTEL_METRICS_EXPORTER", "logs": "OTEL_LOGS_EXPORTER"}
+POSITIVE_INTEGERS = (
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+)
+
+
+def installed_exporters(signal: str) -> tuple[str, ...]:
+    """Exporter names the SDK can load for ``signal`` (its entry points), plus ``none``."""
+    names = {ep.name for ep in entry_points(group=f"opentelemetry_{signal}_exporter")}
+    return tuple(sorted(names | {"none"}))
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _endpoint_problem(name: str, value: str) -> str | None:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        return f"{name}={value!r} is invalid: expected a URL such as http://collector:4318"
+    return None
+
+
+def setting_problems(environ: Mapping[str, str]) -> list[str]:
+    """Every bad jh_otel or OpenTelemetry setting in ``environ``, one line each."""
+    problems = list(parse_settings(environ).errors)
+    for signal, variable in SIGNALS.items():
+        accepted = installed_exporters(signal)
+        for exporter in _split(environ.get(variable, "")):
+            if exporter not in accepted:
+                problems.append(f"{variable}: unknown exporter {exporter!r}: expected one of {', '.join(accepted)}")
+    for variable in ("OTEL_EXPORTER_OTLP_PROTOCOL", *(f"OTEL_EXPORTER_OTLP_{s.upper()}_PROTOCOL" for s in SIGNALS)):
+        value = environ.get(variable, "").strip()
+        if value and value not in OTLP_PROTOCOLS:
+            problems.append(f"{variable}={value!r} is invalid: expected one of {', '.join(OTLP_PROTOCOLS)}")
+    for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", *(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT" for s in SIGNALS)):
+        value = environ.get(variable, "").strip()
+        if value:
+            problem = _endpoint_problem(variable, value)
+            if problem:
+                problems.append(problem)
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    if sampler and sampler not in SAMPLERS:
+        problems.append(f"OTEL_TRACES_SAMPLER={sampler!r} is invalid: expected one of {', '.join(SAMPLERS)}")
+    argument = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if argument and sampler.endswith("traceidratio"):
+        try:
+            ratio = float(argument)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            problems.append(f"OTEL_TRACES_SAMPLER_ARG={argument!r} is invalid: expected a ratio from 0 to 1")
+    port = environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip()
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        problems.append(f"OTEL_EXPORTER_PROMETHEUS_PORT={port!r} is invalid: expected a port from 1 to 65535")
+    for variable in POSITIVE_INTEGERS:
+        value = environ.get(variable, "").strip()
+        if value and not (value.isdigit() and int(value) > 0):
+            problems.append(f"{variable}={value!r} is invalid: expected a whole number above 0")
+    if not environ.get("OTEL_SERVICE_NAME", "").strip() and "service.name=" not in environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        problems.append("OTEL_SERVICE_NAME is not set: telemetry would say service.name=unknown_service")
+    return problems
+
+
+def otlp_endpoints(environ: Mapping[str, str]) -> dict[str, str]:
+    """The OTLP endpoint each signal exporting over OTLP will use (per-signal variable, else the shared one, else
+    the protocol's default)."""
+    shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "grpc"
+    found = {}
+    for signal, variable in SIGNALS.items():
+        exporters = _split(environ.get(variable, "")) or (["otlp"] if signal != "logs" else [])
+        if not any(e.startswith("otlp") for e in exporters):
+            continue
+        own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+        default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
+        found[signal] = own or shared or default
+    return found
+
+
+def reachability_problems(
+    environ: Mapping[str, str], timeout: float, connect: Callable[..., object] = socket.create_connection
+) -> list[str]:
+    """One line per OTLP endpoint that does not accept a TCP connection within ``timeout``."""
+    problems = []
+    for signal, url in otlp_endpoints(environ).items():
+        if _endpoint_problem("", url):
+            continue  # already reported as a setting
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            connection = connect((parts.hostname, port), timeout=timeout)
+            getattr(connection, "close", lambda: None)()
+        except OSError as error:
+            problems.append(f"{signal}: OTLP endpoint {url} is not reachable: {error.strerror or error}")
+    return problems
+
+
+def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    problems = setting_problems(environ)
+    if not args.no_network:
+        problems += reachability_problems(environ, args.timeout)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        endpoints = otlp_endpoints(environ)
+        where = ", ".join(f"{signal} to {url}" for signal, url in endpoints.items()) or "no OTLP export"
+        print(f"ok: settings valid; {where}" + ("" if args.no_network else " (reachable)"))
+    return 1 if problems else 0
+
+
+def _metrics(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    catalogue = build_catalogue(parse_settings(environ))
+    if args.format == "json":
+        families = [
+            {
+                "name": family.prometheus(catalogue.prefix),
+                "type": family.kind.value,
+                "labels": list(family.labels),
+                "otel_instrument": family.instrument(catalogue.prefix),
+                "unit": family.unit,
+                "origin": family.origin,
+                "help": family.help,
+                "definition": family.definition,
+                **({"buckets": list(family.buckets)} if family.buckets else {}),
+            }
+            for family in catalogue
+        ]
+        print(json.dumps(families, indent=2))
+    else:
+        print(catalogue.markdown(), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="jh-otel",
+        description="jh_otel: OpenTelemetry for JupyterHub.",
+        epilog="Exit codes: 0 success, 1 a problem found (check), 2 bad usage.",
+    )
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "check",
+        help="validate the OTEL_* and jh_otel settings in the environment and reach the OTLP endpoints",
+        description="Validate the OTEL_* and jh_otel settings of this environment, one line per problem, and check "
+        "that each OTLP endpoint in use accepts a connection. Exit 0 when all is well, 1 otherwise.",
+    )
+    check.add_argument("--no-network", action="store_true", help="only validate the settings")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds per endpoint connection (default 3)")
+    metrics = commands.add_parser("metrics", help="print the metric catalogue", description="Print the catalogue.")
+    metrics.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    commands.add_parser("demo", help="run the demo hub (see jh-otel demo --help)", add_help=False)
+    return main
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo
+
+        return demo(argv[1:])
+    args = parser().parse_args(argv)
+    return {"check": _check, "metrics": _metrics}[args.command](args, environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
