@@ -22,7 +22,8 @@ Built-in checks (every ``OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL`` seconds):
 - ``proxy``: the proxy's routing table read through its API within the timeout;
 - ``spawners``: no server pending a spawn longer than its spawner's ``start_timeout + http_timeout``.
 
-Async checks run on the IOLoop and must not block it; sync checks run in a worker thread, one at a time per check.
+Async checks run on the IOLoop and must not block it; sync checks run in a worker thread, one run at a time per
+check: while a run that overran its timeout is still going, the next runs report ``error`` instead of piling up.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -103,6 +105,8 @@ class HealthChecks:
         self.checks: dict[str, Check] = {}
         self.results: dict[str, Result] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._executor: ThreadPoolExecutor | None = None
         self._running = False
 
     def add(self, check: Check) -> None:
@@ -131,6 +135,18 @@ class HealthChecks:
                 log.warning("jh_otel: health check %s could not run", check.name, exc_info=True)
             await asyncio.sleep(check.interval)
 
+    async def _in_thread(self, check: Check) -> Any:
+        """A sync check in a worker thread; a run that overran its timeout is waited for, never doubled."""
+        future = self._inflight.get(check.name)
+        if future is None or future.done():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jh_otel-health")
+            future = asyncio.get_running_loop().run_in_executor(self._executor, check.function)
+            self._inflight[check.name] = future
+        else:
+            raise TimeoutError(f"still running since an earlier run (over {check.timeout:g} s)")
+        return await asyncio.wait_for(asyncio.shield(future), check.timeout)
+
     async def run(self, check: Check) -> Result:
         """One run of ``check``, recorded and returned."""
         start = time.perf_counter()
@@ -138,11 +154,10 @@ class HealthChecks:
             if inspect.iscoroutinefunction(check.function):
                 value = await asyncio.wait_for(check.function(), check.timeout)
             else:
-                future = asyncio.get_running_loop().run_in_executor(None, check.function)
-                value = await asyncio.wait_for(asyncio.shield(future), check.timeout)
+                value = await self._in_thread(check)
             status, detail = _outcome(value)
-        except asyncio.TimeoutError:
-            status, detail = ERROR, f"no answer within {check.timeout:g} s"
+        except asyncio.TimeoutError as error:
+            status, detail = ERROR, str(error) or f"no answer within {check.timeout:g} s"
         except Exception as error:
             status, detail = ERROR, f"{type(error).__name__}: {error}"
         result = Result(
@@ -165,6 +180,9 @@ class HealthChecks:
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)  # a hung check must not delay shutdown
+            self._executor = None
 
     def report(self) -> dict[str, Any]:
         """The JSON document: overall status and each check's last result."""
@@ -189,7 +207,10 @@ def builtin_checks(app: Any, interval: float) -> list[Check]:
         try:
             app.db.execute(text("SELECT 1")).scalar()
         except Exception as error:
-            app.db.rollback()
+            try:
+                app.db.rollback()
+            except Exception:
+                pass
             return False, f"the hub's session: {type(error).__name__}: {error}"
         path = _sqlite_file(getattr(app, "db_url", ""))
         if path:

@@ -167,3 +167,30 @@ def test_the_spawners_check_finds_spawns_pending_past_their_timeout(spawners, st
     assert result.status == status, result
     if status == "unhealthy":
         assert "alice" in result.detail
+
+
+def test_a_hung_sync_check_is_not_started_twice() -> None:
+    release = threading.Event()
+    calls = []
+
+    def hung() -> bool:
+        calls.append(1)
+        release.wait(5)
+        return True
+
+    runner = HealthChecks(lambda n, r: None)
+    check = Check("hung", hung, timeout=0.2)
+
+    async def main() -> list[health.Result]:
+        results = [await runner.run(check), await runner.run(check)]
+        release.set()
+        await asyncio.sleep(0.2)
+        results.append(await runner.run(check))
+        runner.stop()
+        return results
+
+    first, second, third = asyncio.run(main())
+    assert (first.status, first.detail) == ("error", "no answer within 0.2 s")
+    assert second.status == "error" and "still running since an earlier run" in second.detail
+    assert third.status == "healthy"
+    assert len(calls) == 2  # the first run and the third, never a second thread for the hung one
