@@ -223,6 +223,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "timeseries",
                 (
                     q(f"min(up{{{SEL}}})", "scraped (1 = up)"),
+                    q(f"min by (check) (jupyterhub_health_check_status{{{SEL}}})", "check {{check}}"),
                     q(
                         rate(
                             "jupyterhub_request_duration_seconds_count",
@@ -232,7 +233,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                         "/hub/health: {{code}}",
                     ),
                 ),
-                "Whether Prometheus can scrape the hub, and the answers of /hub/health (what load balancers and "
+                "Whether Prometheus can scrape the hub, jh_otel's health checks (1 healthy, 0 unhealthy, -1 error: "
+                "details at /hub/api/jh-otel/health), and the answers of /hub/health (what load balancers and "
                 "Kubernetes probes ask).",
                 width=12,
             ),
