@@ -42,6 +42,12 @@ Variable                                                Default     Meaning
 ``OTEL_PYTHON_JUPYTERHUB_EXEMPLARS``                    ``off``     ``on``: histograms carry the trace id of the
                                                                     span they were observed in as an exemplar;
                                                                     ``/hub/metrics`` serves OpenMetrics on request.
+``OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL``              ``30``      Seconds between runs of the built-in health
+                                                                    checks; 1 to 3600.
+``OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS``              ``200``     Distinct user names per family under a user
+                                                                    label; later ones are ``_other``.
+``OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE``               ``off``     ``on``: CPU and memory of each local server's
+                                                                    process tree.
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.
@@ -56,6 +62,10 @@ API
   registry=...)``.
 - :func:`configure` -- the one-line setup.
 - :func:`parse_settings`, :class:`Settings`, :func:`build_catalogue`.
+- :mod:`jh_otel.health` -- ``register_check(name, function, interval, timeout)``.
+- :mod:`jh_otel.custom` -- ``record_custom_event``, ``update_custom_gauge``, ``time_custom_operation``, and
+  ``counter``/``gauge``/``histogram`` for instruments of one's own.
+- ``jh-otel check|metrics|demo`` -- the command (:mod:`jh_otel.cli`).
 """
 
 from __future__ import annotations
