@@ -53,6 +53,17 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _protocol(environ: Mapping[str, str], signal: str) -> str:
+    """The OTLP protocol of ``signal`` ("" for the shared setting): its own, else the shared one, else grpc."""
+    own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip() if signal else ""
+    return own or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "grpc"
+
+
+def _with_scheme(value: str, protocol: str) -> str:
+    """The gRPC exporters also take a bare ``host:port``."""
+    return value if "://" in value or protocol != "grpc" else f"http://{value}"
+
+
 def _endpoint_problem(name: str, value: str) -> str | None:
     parts = urlsplit(value)
     try:
@@ -76,12 +87,23 @@ def setting_problems(environ: Mapping[str, str]) -> list[str]:
         value = environ.get(variable, "").strip()
         if value and value not in OTLP_PROTOCOLS:
             problems.append(f"{variable}={value!r} is invalid: expected one of {', '.join(OTLP_PROTOCOLS)}")
-    for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", *(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT" for s in SIGNALS)):
+    for signal, variable in [("", "OTEL_EXPORTER_OTLP_ENDPOINT")] + [
+        (s, f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT") for s in SIGNALS
+    ]:
         value = environ.get(variable, "").strip()
         if value:
-            problem = _endpoint_problem(variable, value)
+            problem = _endpoint_problem(variable, _with_scheme(value, _protocol(environ, signal)))
             if problem:
                 problems.append(problem)
+    shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if shared and "://" not in shared and not _endpoint_problem("", _with_scheme(shared, _protocol(environ, ""))):
+        for signal in otlp_endpoints(environ):
+            protocol = _protocol(environ, signal)
+            if protocol != "grpc" and not environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip():
+                problems.append(
+                    f"OTEL_EXPORTER_OTLP_ENDPOINT={shared!r} is invalid for {signal} over {protocol}: "
+                    "expected a URL such as http://collector:4318"
+                )
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip()
     if sampler and sampler not in SAMPLERS:
         problems.append(f"OTEL_TRACES_SAMPLER={sampler!r} is invalid: expected one of {', '.join(SAMPLERS)}")
@@ -111,15 +133,15 @@ def otlp_endpoints(environ: Mapping[str, str]) -> dict[str, str]:
     """The OTLP endpoint each signal exporting over OTLP will use (per-signal variable, else the shared one, else
     the protocol's default)."""
     shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "grpc"
     found = {}
     for signal, variable in SIGNALS.items():
         exporters = _split(environ.get(variable, "")) or (["otlp"] if signal != "logs" else [])
         if not any(e.startswith("otlp") for e in exporters):
             continue
+        protocol = _protocol(environ, signal)
         own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
         default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
-        found[signal] = own or shared or default
+        found[signal] = _with_scheme(own or shared or default, protocol)
     return found
 
 

@@ -84,6 +84,22 @@ def test_check_passes_a_good_configuration_with_a_reachable_collector(capsys) ->
     assert lines == [f"ok: settings valid; traces to {endpoint}, metrics to {endpoint} (reachable)"]
 
 
+def test_a_bare_host_and_port_is_accepted_for_grpc_only(capsys) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        bare = f"127.0.0.1:{listener.getsockname()[1]}"
+        grpc = GOOD | {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": bare}
+        code, lines = check(grpc, capsys=capsys)
+        assert code == 0, lines
+        assert lines == [f"ok: settings valid; traces to http://{bare}, metrics to http://{bare} (reachable)"]
+        code, lines = check(grpc | {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, capsys=capsys)
+        assert code == 1 and lines[0] == (
+            f"OTEL_EXPORTER_OTLP_ENDPOINT={bare!r} is invalid for traces over http/protobuf: "
+            "expected a URL such as http://collector:4318"
+        )
+
+
 def test_check_names_each_unreachable_endpoint(capsys) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
