@@ -82,8 +82,16 @@ class UserLabels:
 class _Binding:
     """What recording needs once the hub is instrumented."""
 
-    def __init__(self, instruments: Instruments, meter: Any, users: UserLabels, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        instruments: Instruments,
+        meter: Any,
+        users: UserLabels,
+        registry: CollectorRegistry,
+        withhold: Callable[[Iterable[str]], None],
+    ) -> None:
         self.instruments = instruments
+        self.withhold = withhold
         self.meter = meter
         self.users = users
         self.registry = registry
@@ -105,6 +113,7 @@ class Instrument:
         if self.family is None:
             return
         catalogue = Catalogue(binding.instruments.catalogue.prefix, (self.family,))
+        binding.withhold(catalogue.names())  # served here, not also by OpenTelemetry's Prometheus rendering
         try:
             self._instruments = Instruments(catalogue, binding.meter, Snapshot)
             collector = self._instruments.collector()
@@ -298,11 +307,18 @@ def time_custom_operation(operation: str, status: str | None = None) -> Timer:
 # --- binding, by HubTelemetry ---------------------------------------------------------------------------------------
 
 
-def bind(instruments: Instruments, meter: Any, users: UserLabels, registry: CollectorRegistry = REGISTRY) -> None:
-    """Start recording into ``instruments`` (the hub's) and serving the declared instruments."""
+def bind(
+    instruments: Instruments,
+    meter: Any,
+    users: UserLabels,
+    registry: CollectorRegistry = REGISTRY,
+    withhold: Callable[[Iterable[str]], None] = lambda names: None,
+) -> None:
+    """Start recording into ``instruments`` (the hub's) and serving the declared instruments; ``withhold`` keeps
+    their names out of OpenTelemetry's own Prometheus rendering (:meth:`jh_otel.exposition.Exposition.withhold`)."""
     global _binding
     unbind()
-    binding = _Binding(instruments, meter, users, registry)
+    binding = _Binding(instruments, meter, users, registry, withhold)
     for instrument in _declared:
         instrument._materialize(binding)
     _binding = binding

@@ -27,9 +27,9 @@ _OTEL_COLLECTOR_MODULE = "opentelemetry.exporter.prometheus"
 class WithoutFamilies:
     """Another collector's families minus the catalogue's."""
 
-    def __init__(self, collector: Any, names: frozenset[str]) -> None:
+    def __init__(self, collector: Any, names: set[str]) -> None:
         self.wrapped = collector
-        self._names = names
+        self._names = names  # shared with the Exposition: names withheld later count too
 
     def collect(self) -> Iterator[Metric]:
         for metric in self.wrapped.collect():
@@ -47,7 +47,7 @@ class Exposition:
     def __init__(self, collector: Any, names: Iterable[str], registry: CollectorRegistry = REGISTRY) -> None:
         self.collector = collector
         self.registry = registry
-        self.names = frozenset(names)
+        self.names = set(names)
         """Family names as collectors yield them (counters without ``_total``)."""
         self._removed: list[Any] = []
         self._added: list[Any] = []
@@ -66,6 +66,11 @@ class Exposition:
             len(self.names),
             len(self._removed),
         )
+
+    def withhold(self, names: Iterable[str]) -> None:
+        """Also keep ``names`` (families jh_otel serves itself, such as declared custom instruments) out of
+        OpenTelemetry's rendering."""
+        self.names.update(names)
 
     def _swap(self, old: Any, new: Any) -> None:
         self.registry.unregister(old)

@@ -96,7 +96,7 @@ class HubTelemetry:
                 self.instruments[name].declare((spawner_class.__name__,))
         self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
         self.refresher.refresh()
-        custom.bind(self.instruments, self.meter, self.users, self.registry)
+        custom.bind(self.instruments, self.meter, self.users, self.registry, exposition.withhold)
         self._undo.append(custom.unbind)
         self.health = health.install(app, self.settings.health_interval, self._record_health)
         self._undo.append(health.uninstall)

@@ -16,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubproc import PASSWORD, SERVICE_TOKEN, Hub, otel_env
+from hubproc import PASSWORD, SERVICE_TOKEN, Hub, free_port, otel_env
 
 pytestmark = pytest.mark.e2e
 
@@ -115,6 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     env = otel_env(
         "http://127.0.0.1:1",
         metrics="prometheus",
+        exporter_port=free_port(),
         extra={
             "OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL": "1",
             "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS": str(CAP),
@@ -195,6 +196,10 @@ def test_the_custom_authenticator_and_spawner_record_the_spec_metrics(stack: Sta
     launch = (("spawner_type", "MetricsSpawner"), ("username", "dora"))
     assert metrics[("jupyterhub_notebook_launch_duration_seconds_count", launch)] == 1
     assert 0 < metrics[("jupyterhub_notebook_launch_duration_seconds_sum", launch)] < 60
+    # served once, though OpenTelemetry's Prometheus exporter in the hub renders the same meter
+    text = stack.get("metrics", headers={"Authorization": f"token {SERVICE_TOKEN}"}).text
+    for family in ("jupyterhub_user_login", "jupyterhub_notebook_launch_duration_seconds", "jupyterhub_custom_events"):
+        assert text.count(f"# TYPE {family} ") == 1, family
 
 
 def server_tree_rss(hub: Hub, user: str) -> int:

@@ -81,3 +81,29 @@ def test_uninstall_keeps_otels_wrapper_where_its_original_would_clash(caplog) ->
     assert counts["jupyterhub_request_duration_seconds"] == 1 and counts["tornado_requests"] == 1
     assert b"# HELP jupyterhub_request_duration_seconds native" in generate_latest(registry)
     assert "could not restore" not in caplog.text
+
+
+def test_declared_custom_instruments_are_served_once() -> None:
+    """A custom instrument is made on the hub's meter, so OpenTelemetry's rendering has it too unless withheld."""
+    from jh_otel import custom
+
+    for withhold, expected in ((False, 2), (True, 1)):
+        registry = CollectorRegistry(auto_describe=True)
+        provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False)
+        meter = provider.get_meter("test")
+        instruments = Instruments(CATALOGUE, meter, Snapshot)
+        exposition = Exposition(instruments.collector(), NAMES, registry)
+        exposition.install()
+        try:
+            custom.bind(
+                instruments,
+                meter,
+                custom.UserLabels(10),
+                registry,
+                exposition.withhold if withhold else (lambda names: None),
+            )
+            custom.counter("user_login", "Total user logins", ["username"]).inc(username="ann")
+            assert family_counts(registry)["jupyterhub_user_login"] == expected
+        finally:
+            custom.unbind()
+            custom._declared.clear()
