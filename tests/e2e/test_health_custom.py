@@ -198,7 +198,11 @@ def test_the_custom_authenticator_and_spawner_record_the_spec_metrics(stack: Sta
     assert 0 < metrics[("jupyterhub_notebook_launch_duration_seconds_sum", launch)] < 60
     # served once, though OpenTelemetry's Prometheus exporter in the hub renders the same meter
     text = stack.get("metrics", headers={"Authorization": f"token {SERVICE_TOKEN}"}).text
-    for family in ("jupyterhub_user_login", "jupyterhub_notebook_launch_duration_seconds", "jupyterhub_custom_events"):
+    for family in (
+        "jupyterhub_user_login_total",
+        "jupyterhub_notebook_launch_duration_seconds",
+        "jupyterhub_custom_events_total",
+    ):
         assert text.count(f"# TYPE {family} ") == 1, family
 
 
