@@ -276,7 +276,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
 )
 
 
-def _target(query: Query, ref: str) -> dict:
+def _target(query: Query, ref: str, kind: str) -> dict:
     return {
         "datasource": PROMETHEUS,
         "expr": query.expr,
@@ -285,7 +285,7 @@ def _target(query: Query, ref: str) -> dict:
         "exemplar": query.exemplar,
         "range": True,
         "instant": False,
-        **({"format": "heatmap"} if query.legend == "{{le}}" else {}),
+        **({"format": "heatmap"} if kind == "heatmap" else {}),
     }
 
 
@@ -300,7 +300,7 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict:
         "gridPos": {"h": height, "w": panel.width, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
         "options": dict(panel.options),
-        "targets": [_target(query, chr(ord("A") + i)) for i, query in enumerate(panel.queries)],
+        "targets": [_target(query, chr(ord("A") + i), panel.kind) for i, query in enumerate(panel.queries)],
     }
     if panel.kind == "stat":
         body["options"].update({"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})

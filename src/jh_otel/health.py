@@ -17,10 +17,15 @@ to ``GET <hub>/api/jh-otel/health`` (JSON, ``read:metrics`` scope). A check's ch
 
 Built-in checks (every ``OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL`` seconds):
 
-- ``database``: ``SELECT 1`` through the hub's own session, and for SQLite a fresh read of the database file (the
-  hub's pooled connection keeps working on a file that new connections can no longer open);
+- ``database``: ``SELECT 1`` on the hub's engine (beside its session, as the snapshot queries), and for SQLite a
+  fresh read-only open of the database file (pooled connections keep working on a file that new connections can
+  no longer open);
 - ``proxy``: the proxy's routing table read through its API within the timeout;
-- ``spawners``: no server pending a spawn longer than its spawner's ``start_timeout + http_timeout``.
+- ``spawners``: no server pending a spawn longer than its spawner's ``start_timeout + http_timeout`` (read from the
+  hub-state snapshot's walk over the spawners, so at most ``OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL`` old).
+
+Checks run with OpenTelemetry's instrumentation suppressed: polling the proxy and the database every interval is
+not traced.
 
 Async checks run on the IOLoop and must not block it; sync checks run in a worker thread, one run at a time per
 check: while a run that overran its timeout is still going, the next runs report ``error`` instead of piling up.
@@ -39,6 +44,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from .snapshot import Snapshot, _one_row
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +153,18 @@ class HealthChecks:
             future = asyncio.get_running_loop().run_in_executor(self._executor, check.function)
             self._inflight[check.name] = future
         else:
-            raise TimeoutError(f"still running since an earlier run (over {check.timeout:g} s)")
+            raise asyncio.TimeoutError(f"still running since an earlier run (over {check.timeout:g} s)")
         return await asyncio.wait_for(asyncio.shield(future), check.timeout)
 
     async def run(self, check: Check) -> Result:
         """One run of ``check``, recorded and returned."""
         start = time.perf_counter()
         try:
-            if inspect.iscoroutinefunction(check.function):
-                value = await asyncio.wait_for(check.function(), check.timeout)
-            else:
-                value = await self._in_thread(check)
+            with suppress_instrumentation():
+                if inspect.iscoroutinefunction(check.function):
+                    value = await asyncio.wait_for(check.function(), check.timeout)
+                else:
+                    value = await self._in_thread(check)
             status, detail = _outcome(value)
         except asyncio.TimeoutError as error:
             status, detail = ERROR, str(error) or f"no answer within {check.timeout:g} s"
@@ -198,20 +208,16 @@ class HealthChecks:
 # --- built-in checks ------------------------------------------------------------------------------------------------
 
 
-def builtin_checks(app: Any, interval: float) -> list[Check]:
+def builtin_checks(app: Any, interval: float, snapshot: Callable[[], Snapshot]) -> list[Check]:
     timeout = min(10.0, interval)
 
     async def database() -> tuple[bool, str]:
         from sqlalchemy import text
 
-        try:
-            app.db.execute(text("SELECT 1")).scalar()
+        try:  # on a pooled connection of the hub's engine: the hub's session and its transaction stay untouched
+            _one_row(app.db, text("SELECT 1"))
         except Exception as error:
-            try:
-                app.db.rollback()
-            except Exception:
-                pass
-            return False, f"the hub's session: {type(error).__name__}: {error}"
+            return False, f"the hub's database: {type(error).__name__}: {error}"
         path = _sqlite_file(getattr(app, "db_url", ""))
         if path:
             try:
@@ -235,18 +241,7 @@ def builtin_checks(app: Any, interval: float) -> list[Check]:
 
     async def spawners() -> tuple[bool, str]:
         now = time.time()
-        stuck = []
-        for user in list(app.users.values()):
-            for name, spawner in list(user.spawners.items()):
-                if spawner.pending != "spawn":
-                    continue
-                started = getattr(spawner.orm_spawner, "started", None)
-                if started is None:
-                    continue
-                age = now - started.replace(tzinfo=timezone.utc).timestamp()
-                limit = float(spawner.start_timeout) + float(spawner.http_timeout)
-                if age > limit:
-                    stuck.append(f"{user.name}/{name}" if name else user.name)
+        stuck = [name for name, started, limit in snapshot().spawns if now - started > limit]
         if stuck:
             return False, f"{len(stuck)} spawn(s) pending past start_timeout + http_timeout: {', '.join(stuck[:10])}"
         return True, ""
@@ -288,12 +283,14 @@ def handler_class() -> type:
 # --- lifecycle, by HubTelemetry -------------------------------------------------------------------------------------
 
 
-def install(app: Any, interval: float, record: Callable[[str, Result], None]) -> HealthChecks:
-    """Checks for ``app``: the built-in ones and every registered one; serving starts with :func:`start`."""
+def install(
+    app: Any, interval: float, record: Callable[[str, Result], None], snapshot: Callable[[], Snapshot]
+) -> HealthChecks:
+    """Checks for ``app``: the built-in ones and every registered one; they run from :meth:`HealthChecks.start`."""
     global _runner
     uninstall()
     runner = HealthChecks(record)
-    for check in builtin_checks(app, interval):
+    for check in builtin_checks(app, interval, snapshot):
         runner.add(check)
     for check in _registered.values():
         runner.add(check)

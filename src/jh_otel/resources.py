@@ -1,11 +1,11 @@
 """Per-server resource usage (``OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE=on``): CPU and memory of each single-user
 server's process tree (the server and its kernels), for spawners that run servers as local processes.
 
-Every ``refresh_interval`` the IOLoop lists the running servers that have a local ``pid`` (a walk over the
-in-memory spawners, as the snapshot does); a worker thread then reads ``/proc`` through psutil for each tree, so
-the hub's loop never waits on it. CPU is percent of one core between two samples (the first sample of a tree gives
-0); memory is the tree's resident bytes. Servers of other spawners (containers, Kubernetes) have no local process
-and are skipped: their platform measures them better.
+Every ``refresh_interval`` a worker thread reads ``/proc`` through psutil for the process tree of each running
+server with a local ``pid`` (listed by the hub-state snapshot's walk over the spawners), so the hub's loop never
+waits on it. CPU is percent of one core between two samples (the first sample of a tree gives 0); memory is the
+tree's resident bytes. Servers of other spawners (containers, Kubernetes) have no local process and are skipped:
+their platform measures them better.
 """
 
 from __future__ import annotations
@@ -13,27 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
 import psutil
 
 from .custom import UserLabels
 from .instruments import Instruments
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 FAMILY = "resource_usage"
-
-
-def local_servers(app: Any) -> list[tuple[str, str, int]]:
-    """(user name, server name, pid) of every running server with a local process."""
-    found = []
-    for user in list(app.users.values()):
-        for name, spawner in list(user.spawners.items()):
-            pid = getattr(spawner, "pid", 0)
-            if isinstance(pid, int) and pid > 0 and spawner.active and not spawner.pending:
-                found.append((user.name, name, pid))
-    return found
 
 
 def tree_usage(pid: int) -> tuple[float, int] | None:
@@ -56,8 +46,10 @@ def tree_usage(pid: int) -> tuple[float, int] | None:
 
 
 class ResourceSampler:
-    def __init__(self, app: Any, instruments: Instruments, users: UserLabels, interval: float) -> None:
-        self.app = app
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], instruments: Instruments, users: UserLabels, interval: float
+    ) -> None:
+        self.snapshot = snapshot
         self.instruments = instruments
         self.users = users
         self.interval = interval
@@ -75,7 +67,7 @@ class ResourceSampler:
     async def _loop(self) -> None:
         while True:
             try:
-                servers = local_servers(self.app)
+                servers = list(self.snapshot().local_servers)
                 samples = await asyncio.get_running_loop().run_in_executor(None, self.sample, servers)
                 self.instruments.replace_gauge(FAMILY, samples)
             except asyncio.CancelledError:

@@ -98,11 +98,11 @@ class HubTelemetry:
         self.refresher.refresh()
         custom.bind(self.instruments, self.meter, self.users, self.registry, exposition.withhold)
         self._undo.append(custom.unbind)
-        self.health = health.install(app, self.settings.health_interval, self._record_health)
+        self.health = health.install(app, self.settings.health_interval, self._record_health, self._snapshot)
         self._undo.append(health.uninstall)
         if self.settings.resource_usage == "on":
             interval = self.settings.refresh_interval
-            self.resources = resources.ResourceSampler(app, self.instruments, self.users, interval)
+            self.resources = resources.ResourceSampler(self._snapshot, self.instruments, self.users, interval)
         if self.tracing is not None:
             self.tracing.attach(app, initialize_started)
             self._undo.append(self.tracing.detach)

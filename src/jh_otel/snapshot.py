@@ -39,6 +39,11 @@ class Snapshot:
     hub_memory_usage_bytes: int = 0
     hub_memory_total_bytes: int = 0
     hub_cpu_usage_percent: float = 0.0
+    local_servers: tuple[tuple[str, str, int], ...] = ()
+    """(user, server name, pid) of each ready server with a local process (for per-server usage)."""
+    spawns: tuple[tuple[str, float, float], ...] = ()
+    """(``user`` or ``user/server``, unix time the spawn started, its spawner's start_timeout + http_timeout) of
+    each pending spawn (for the spawners health check)."""
 
 
 def _cgroup_memory_limit() -> int | None:
@@ -77,19 +82,40 @@ class ProcessSampler:
         return self._process.memory_info().rss, percent
 
 
-def count_servers(users: Any) -> tuple[int, dict[tuple[str, ...], float]]:
-    """(running, pending by kind) from JupyterHub's in-memory users and spawners."""
+@dataclass(frozen=True)
+class Servers:
+    """What one walk over the in-memory spawners finds."""
+
+    running: int
+    pending: dict[tuple[str, ...], float]
+    local: tuple[tuple[str, str, int], ...]
+    spawns: tuple[tuple[str, float, float], ...]
+
+
+def walk_servers(users: Any) -> Servers:
+    """Running servers, pending ones by kind, local processes and pending spawns, from JupyterHub's in-memory
+    users and spawners: the one walk that the gauges, per-server usage and the spawners health check share."""
     running = 0
     pending: dict[tuple[str, ...], float] = {}
+    local: list[tuple[str, str, int]] = []
+    spawns: list[tuple[str, float, float]] = []
     for user in list(users.values()):
-        for spawner in list(user.spawners.values()):
+        for name, spawner in list(user.spawners.items()):
             kind = spawner.pending
             if kind:
                 key = (kind,)
                 pending[key] = pending.get(key, 0) + 1
+                started = getattr(getattr(spawner, "orm_spawner", None), "started", None)
+                if kind == "spawn" and started is not None:
+                    limit = float(spawner.start_timeout) + float(spawner.http_timeout)
+                    label = f"{user.name}/{name}" if name else user.name
+                    spawns.append((label, started.replace(tzinfo=timezone.utc).timestamp(), limit))
             elif spawner.ready:
                 running += 1
-    return running, pending
+                pid = getattr(spawner, "pid", 0)
+                if isinstance(pid, int) and pid > 0:
+                    local.append((user.name, name, pid))
+    return Servers(running, pending, tuple(local), tuple(spawns))
 
 
 def _one_row(db: Any, statement: Any) -> Any:
@@ -126,13 +152,15 @@ def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
     """Read the hub's state; call it on the IOLoop thread only (``app.users`` and ``app.db`` live there)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     total, active = count_users(app.db, now)
-    running, pending = count_servers(app.users)
+    servers = walk_servers(app.users)
     rss, cpu = sampler.sample()
     return Snapshot(
         total_users=total,
         active_users=active,
-        running_servers=running,
-        pending_servers=pending,
+        running_servers=servers.running,
+        pending_servers=servers.pending,
+        local_servers=servers.local,
+        spawns=servers.spawns,
         hub_memory_usage_bytes=rss,
         hub_memory_total_bytes=sampler.memory_total,
         hub_cpu_usage_percent=cpu,

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from jh_otel.custom import UserLabels
-from jh_otel.resources import ResourceSampler, local_servers, tree_usage
+from jh_otel.resources import ResourceSampler, tree_usage
 
 # a parent holding 40 MB with a child (a "kernel") holding 60 MB and burning CPU
 TREE = """
@@ -50,7 +50,7 @@ def test_tree_usage_is_the_sum_over_the_server_and_its_children(tree) -> None:
 def test_the_sampler_gives_cpu_percent_between_samples_and_memory(tree) -> None:
     parent, _ = tree
     instruments = SimpleNamespace()
-    sampler = ResourceSampler(SimpleNamespace(), instruments, UserLabels(10), interval=1)
+    sampler = ResourceSampler(lambda: None, instruments, UserLabels(10), interval=1)
     first = sampler.sample([("alice", "", parent)])
     assert first[("cpu", "alice", "")] == 0.0  # no previous sample yet
     time.sleep(1.0)
@@ -61,22 +61,9 @@ def test_the_sampler_gives_cpu_percent_between_samples_and_memory(tree) -> None:
 
 def test_users_past_the_cap_are_summed_as_other(tree) -> None:
     parent, _ = tree
-    sampler = ResourceSampler(SimpleNamespace(), SimpleNamespace(), UserLabels(1), interval=1)
+    sampler = ResourceSampler(lambda: None, SimpleNamespace(), UserLabels(1), interval=1)
     readings = sampler.sample([("alice", "", parent), ("bob", "", parent), ("carol", "x", parent)])
     assert {key[1] for key in readings} == {"alice", "_other"}
     memory = readings[("memory", "alice", "")]
     assert readings[("memory", "_other", "")] == pytest.approx(memory, rel=0.1)
     assert ("memory", "_other", "x") in readings
-
-
-def test_only_running_servers_with_a_local_process_are_listed() -> None:
-    def spawner(pid, active=True, pending=None):
-        return SimpleNamespace(pid=pid, active=active, pending=pending)
-
-    users = {
-        1: SimpleNamespace(name="alice", spawners={"": spawner(101), "gpu": spawner(102, pending="spawn")}),
-        2: SimpleNamespace(name="bob", spawners={"": spawner(0)}),  # not running
-        3: SimpleNamespace(name="k8s", spawners={"": SimpleNamespace(active=True, pending=None)}),  # no pid
-        4: SimpleNamespace(name="carol", spawners={"": spawner(103, active=False)}),
-    }
-    assert local_servers(SimpleNamespace(users=users)) == [("alice", "", 101)]

@@ -9,7 +9,7 @@ import pytest
 from jupyterhub import orm
 from sqlalchemy import event, inspect
 
-from jh_otel.snapshot import ProcessSampler, Snapshot, SnapshotRefresher, count_servers, count_users, take_snapshot
+from jh_otel.snapshot import ProcessSampler, Snapshot, SnapshotRefresher, count_users, take_snapshot, walk_servers
 
 NOW = datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -56,20 +56,42 @@ def test_user_counts_cost_one_query_whatever_the_number_of_users(users: int) -> 
     }
 
 
-def spawner(pending=None, ready=False):
-    return SimpleNamespace(pending=pending, ready=ready)
+def spawner(pending=None, ready=False, **more):
+    return SimpleNamespace(pending=pending, ready=ready, **more)
 
 
 def test_servers_are_counted_from_in_memory_state() -> None:
     """Ready servers are running; pending ones are counted by kind and not as running."""
     users = {
-        "a": SimpleNamespace(spawners={"": spawner(ready=True), "x": spawner(pending="spawn")}),
-        "b": SimpleNamespace(spawners={"": spawner(pending="stop"), "y": spawner(ready=True)}),
-        "c": SimpleNamespace(spawners={"": spawner()}),
+        "a": SimpleNamespace(name="a", spawners={"": spawner(ready=True), "x": spawner(pending="spawn")}),
+        "b": SimpleNamespace(name="b", spawners={"": spawner(pending="stop"), "y": spawner(ready=True)}),
+        "c": SimpleNamespace(name="c", spawners={"": spawner()}),
     }
-    running, pending = count_servers(users)
-    assert running == 2
-    assert pending == {("spawn",): 1, ("stop",): 1}
+    servers = walk_servers(users)
+    assert servers.running == 2
+    assert servers.pending == {("spawn",): 1, ("stop",): 1}
+
+
+def test_the_walk_lists_local_processes_and_pending_spawns() -> None:
+    """Ready servers with a local pid (per-server usage) and each pending spawn's start and time limit (the
+    spawners health check), in the same walk."""
+    started = datetime(2026, 1, 1, 12, 0, 0)  # naive UTC, as JupyterHub stores it
+    orm = SimpleNamespace(started=started)
+    users = {
+        1: SimpleNamespace(
+            name="alice",
+            spawners={
+                "": spawner(ready=True, pid=101),
+                "gpu": spawner(pending="spawn", orm_spawner=orm, start_timeout=600, http_timeout=30),
+            },
+        ),
+        2: SimpleNamespace(name="bob", spawners={"": spawner(ready=True, pid=0)}),  # no local process
+        3: SimpleNamespace(name="k8s", spawners={"": spawner(ready=True)}),  # no pid attribute at all
+        4: SimpleNamespace(name="carol", spawners={"": spawner(pending="stop", orm_spawner=orm)}),  # a stop
+    }
+    servers = walk_servers(users)
+    assert servers.local == (("alice", "", 101),)
+    assert servers.spawns == (("alice/gpu", started.replace(tzinfo=timezone.utc).timestamp(), 630.0),)
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "file"])
