@@ -9,15 +9,19 @@ Every wrapper calls the original unconditionally and is reversible. Where the wo
   and ``jupyterhub.proxy.add_route``. Progress messages are span events.
 - ``jupyterhub.stop``: ``BaseHandler.stop_single_user`` (ends with ``spawner._stop_future``), ``user_stopped``
   (a server that exited), and ``User.stop`` when no stop span is already current.
-- ``jupyterhub.spawner.start/stop/poll``: each spawner instance's own methods (subclasses override them, and a
-  subclass calling ``super()`` still makes one span). Periodic polls are root spans: polling is started outside
-  the spawn's trace.
+- ``jupyterhub.spawner.start/stop/poll``: the methods of each spawner class the hub uses, wrapped on the class the
+  first time one of its spawners is made (never per instance, so nothing keeps a spawner alive after JupyterHub
+  drops it; subclasses override them, and a subclass calling ``super()`` still makes one span). Periodic polls are
+  root spans: polling is started outside the spawn's trace.
 - ``jupyterhub.proxy.add_route/delete_route/get_routes/check_routes``: the hub's proxy instance.
 - ``jupyterhub.startup``: from ``JupyterHub.initialize`` until the hub has started; ``jupyterhub.init_spawners``
   and the proxy calls made during startup are its children.
 
 The readiness wait is one span: HTTP client spans are suppressed inside it and ``jupyterhub.server.polls`` counts
-the requests made.
+the requests made. No span is made while instrumentation is suppressed (jh_otel's health checks and snapshot).
+
+Each part checks the JupyterHub functions it wraps (:mod:`jh_otel.compat`): one whose signature is not the one jh_otel
+was tested with is left out with one warning, and the other parts still trace.
 """
 
 from __future__ import annotations
@@ -26,30 +30,39 @@ import contextvars
 import inspect
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import suppress_http_instrumentation, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_http_instrumentation, unwrap
 
 from .._guard import guarded
+from ..compat import Expect, unmet
 from .server import user_attributes
 
 USER = "jupyterhub.user.name"
 SERVER = "jupyterhub.server.name"
 SPAWNER_CLASS = "jupyterhub.spawner.class"
 _polls: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("jh_otel_polls", default=None)
+# (id(spawner), method) of the spawner-method spans in progress: a subclass's method that calls super() makes one span
+_in_spawner_method: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
+    "jh_otel_spawner_method", default=()
+)
+_TRACED = "_self_jh_otel_traced"
+"""Marks jh_otel's class-level wrappers of spawner methods (wrapt keeps ``_self_`` attributes on the wrapper itself;
+any other name would be set on the wrapped function)."""
 _SPAWNER_METHODS = {
     "start": "jupyterhub.spawner.start",
     "stop": "jupyterhub.spawner.stop",
     "poll": "jupyterhub.spawner.poll",
 }
-_PROXY_METHODS = {
-    "add_user": "jupyterhub.proxy.add_route",
-    "delete_user": "jupyterhub.proxy.delete_route",
-    "get_all_routes": "jupyterhub.proxy.get_routes",
-    "check_routes": "jupyterhub.proxy.check_routes",
+_PROXY_METHODS = {  # span name, and the leading parameters _proxy_attributes reads (None: it reads none)
+    "add_user": ("jupyterhub.proxy.add_route", ("self", "user", "server_name")),
+    "delete_user": ("jupyterhub.proxy.delete_route", ("self", "user", "server_name")),
+    "get_all_routes": ("jupyterhub.proxy.get_routes", None),
+    "check_routes": ("jupyterhub.proxy.check_routes", None),
 }
 
 
@@ -78,7 +91,7 @@ class Operations:
         self.tracer = tracer
         self.startup: Any = None
         self._undo: list[Callable[[], None]] = []
-        self._spawners: Any = None
+        self._spawner_classes: set[type] = set()
 
     # -- span helpers --
     def _parent(self) -> Any:
@@ -100,11 +113,14 @@ class Operations:
         always: Callable[[], dict[str, Any]] | None = None,
     ) -> Any:
         """``call()`` (awaited if it returns an awaitable) inside a ``name`` span; ``outcome(result)`` gives the
-        attributes of a success, ``always()`` those to set whatever happened."""
-        try:
-            span = self.start_span(name, attributes)
-        except Exception:
-            span = None
+        attributes of a success, ``always()`` those to set whatever happened. Nothing is recorded while
+        instrumentation is suppressed (jh_otel's own health checks and snapshot queries)."""
+        span = None
+        if is_instrumentation_enabled():
+            try:
+                span = self.start_span(name, attributes)
+            except Exception:
+                span = None
         if span is None:
             result = call()
             return await result if inspect.isawaitable(result) else result
@@ -146,6 +162,20 @@ class Operations:
         else:  # an instance: its own attribute goes, the class's method shows through again
             self._undo.append(lambda: owner.__dict__.pop(attribute, None))
 
+    def _hook(self, part: str, hooks: list[tuple[Any, str, tuple[str, ...] | None, Any]]) -> None:
+        """Install one part's wrappers, ``(owner, attribute, positional parameters relied on, wrapper)``; a
+        ``None`` wrapper only checks that the attribute exists. A part whose JupyterHub functions are not as expected
+        is left out with one warning."""
+        expectations = []
+        for owner, attribute, parameters, _ in hooks:
+            cls = owner if isinstance(owner, type) else type(owner)
+            expectations.append(Expect(cls.__module__, f"{cls.__qualname__}.{attribute}", parameters))
+        if unmet(part, expectations, ("jupyterhub",)):
+            return
+        for owner, attribute, _, wrapper in hooks:
+            if wrapper is not None:
+                self._wrap(owner, attribute, wrapper)
+
     def install(self, app: Any, initialize_started: float | None = None) -> None:
         from jupyterhub.handlers.base import BaseHandler
         from jupyterhub.handlers.login import LogoutHandler
@@ -153,27 +183,46 @@ class Operations:
         from jupyterhub.user import User
 
         self._start_startup(app, initialize_started)
-        self._wrap(BaseHandler, "login_user", self._login)
-        self._wrap(
-            LogoutHandler, "get", self.traced("jupyterhub.logout", lambda handler, *a, **k: user_attributes(handler))
+        self._hook("login spans", [(BaseHandler, "login_user", ("self", "data"), self._login)])
+        logout = self.traced("jupyterhub.logout", lambda handler, *a, **k: user_attributes(handler))
+        self._hook("logout spans", [(LogoutHandler, "get", None, logout)])
+        self._hook(
+            "spawn spans",
+            [
+                (BaseHandler, "spawn_single_user", ("self", "user", "server_name"), self._spawn),
+                (Spawner, "_spawn_future", None, None),
+                (Spawner, "_generate_progress", ("self",), self._progress),
+            ],
         )
-        self._wrap(BaseHandler, "spawn_single_user", self._spawn)
-        self._wrap(BaseHandler, "stop_single_user", self._stop)
-        self._wrap(BaseHandler, "user_stopped", self.traced("jupyterhub.stop", _stopped_attributes))
-        self._wrap(User, "stop", self._user_stop)
-        self._wrap(User, "_wait_up", self._wait_up)
-        self._wrap(User, "_new_spawner", self._new_spawner)
-        self._wrap(Spawner, "start_polling", _outside_any_trace)
-        self._wrap(Spawner, "_generate_progress", self._progress)
-        self._count_polls()
+        stopped = self.traced("jupyterhub.stop", _stopped)
+        self._hook(
+            "stop spans",
+            [
+                (BaseHandler, "stop_single_user", ("self", "user", "server_name"), self._stop),
+                (BaseHandler, "user_stopped", ("self", "user", "server_name"), stopped),
+                (User, "stop", ("self", "server_name"), self._user_stop),
+            ],
+        )
+        self._hook("readiness-wait span", [(User, "_wait_up", ("self", "spawner"), self._wait_up), self._client()])
+        self._hook("spawner method spans", [(User, "_new_spawner", ("self", "server_name"), self._new_spawner)])
+        self._hook("polls outside the spawn's trace", [(Spawner, "start_polling", ("self",), _outside_any_trace)])
         proxy = getattr(app, "proxy", None)
         if proxy is not None:
-            for method, name in _PROXY_METHODS.items():
-                self._wrap(proxy, method, self.traced(name, _proxy_attributes))
-        self._wrap(app, "init_spawners", self.traced("jupyterhub.init_spawners", lambda *a, **k: {}, _count))
+            self._hook(
+                "proxy spans",
+                [
+                    (proxy, method, parameters, self.traced(name, _proxy_attributes))
+                    for method, (name, parameters) in _PROXY_METHODS.items()
+                ],
+            )
+        init = self.traced("jupyterhub.init_spawners", lambda *a, **k: {}, _count)
+        self._hook("startup spans", [(app, "init_spawners", None, init)])
+        spawner_class = getattr(app, "spawner_class", None)
+        if isinstance(spawner_class, type):
+            self.trace_spawner_class(spawner_class)
         for user in list(getattr(app, "users", {}).values()):
             for spawner in list(getattr(user, "spawners", {}).values()):
-                self.trace_spawner(spawner)
+                self.trace_spawner_class(type(spawner))
 
     def uninstall(self) -> None:
         while self._undo:
@@ -182,15 +231,17 @@ class Operations:
         if self.startup is not None and self.startup.is_recording():
             self.startup.end()
 
-    def _count_polls(self) -> None:
+    @staticmethod
+    def _client() -> tuple[Any, str, None, Any]:
+        """The hub's internal HTTP client, whose requests the readiness wait counts."""
         try:
             from jupyterhub.httpclient import JupyterHubHTTPClient
 
-            self._wrap(JupyterHubHTTPClient, "fetch", _counted)
+            return (JupyterHubHTTPClient, "fetch", None, _counted)
         except ImportError:  # JupyterHub 5: tornado's client
             from tornado.httpclient import AsyncHTTPClient
 
-            self._wrap(AsyncHTTPClient, "fetch", _counted)
+            return (AsyncHTTPClient, "fetch", None, _counted)
 
     # -- startup --
     def _start_startup(self, app: Any, started: float | None) -> None:
@@ -219,25 +270,59 @@ class Operations:
         future.add_done_callback(done)
 
     # -- spawners --
-    def trace_spawner(self, spawner: Any) -> None:
-        with guarded("tracing a spawner"):
-            if "_jh_otel_traced" in spawner.__dict__:
-                return
-            spawner._jh_otel_traced = True
+    def trace_spawner_class(self, cls: type) -> None:
+        """``jupyterhub.spawner.start/stop/poll`` spans for every spawner of ``cls``, wrapped on the class (once per
+        class, never per instance: nothing here keeps a spawner alive after JupyterHub drops it). The wrapper goes on
+        ``cls`` itself around the method ``cls`` resolves; a subclass method that calls ``super()`` into another
+        wrapped class makes one span, not two."""
+        self._spawner_classes.add(cls)
+        with guarded("tracing a spawner class"):
             for method, name in _SPAWNER_METHODS.items():
-                outcome = _poll_outcome if method == "poll" else None
-                wrapper = self.traced(name, lambda s, *a, **k: spawner_attributes(s), outcome)
-                wrapt.wrap_function_wrapper(spawner, method, wrapper)
+                owner = next((c for c in cls.__mro__ if method in c.__dict__), None)
+                if owner is None or getattr(owner.__dict__[method], _TRACED, False):
+                    continue  # inherited from a class jh_otel already wraps
+                original = owner.__dict__[method]
+                if not callable(original):
+                    continue
+                wrapper = wrapt.FunctionWrapper(original, self._spawner_method(method, name))
+                setattr(wrapper, _TRACED, True)
+                own = cls.__dict__.get(method)
+                setattr(cls, method, wrapper)
+                self._undo.append(partial(_restore, cls, method, own))
 
-            def undo(spawner: Any = spawner) -> None:
-                for method in (*_SPAWNER_METHODS, "_jh_otel_traced"):
-                    spawner.__dict__.pop(method, None)
+    def _spawner_method(self, method: str, name: str) -> Any:
+        outcome = _poll_outcome if method == "poll" else None
 
-            self._undo.append(undo)
+        def wrapper(wrapped: Any, spawner: Any, args: Any, kwargs: Any) -> Any:
+            key = (id(spawner), method)
+            active = _in_spawner_method.get()
+            if key in active or spawner is None:
+                return wrapped(*args, **kwargs)
+            try:
+                attributes = spawner_attributes(spawner)
+            except Exception:
+                attributes = {}
+
+            marked = (*active, key)
+
+            def call() -> Any:
+                token = _in_spawner_method.set(marked)
+                try:
+                    result = wrapped(*args, **kwargs)
+                finally:
+                    _in_spawner_method.reset(token)
+                return _inside(result, marked) if inspect.isawaitable(result) else result
+
+            return self._run(name, attributes, call, outcome)
+
+        return wrapper
 
     def _new_spawner(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         spawner = wrapped(*args, **kwargs)
-        self.trace_spawner(spawner)
+        cls = type(spawner)
+        if cls not in self._spawner_classes:
+            self._spawner_classes.add(cls)
+            self.trace_spawner_class(cls)
         return spawner
 
     # -- login --
@@ -271,6 +356,8 @@ class Operations:
     ) -> Any:
         """A span from now until the spawner's background future (``_spawn_future``/``_stop_future``) is done."""
         spawner = None
+        if not is_instrumentation_enabled():
+            return await call()
         try:
             spawner = user.spawners[server_name or ""]
             attributes = spawner_attributes(spawner)
@@ -381,7 +468,7 @@ def _wait_attributes(spawner: Any) -> dict[str, Any]:
     return attributes
 
 
-def _stopped_attributes(handler: Any, user: Any, server_name: str = "", *args: Any, **kwargs: Any) -> dict[str, str]:
+def _stopped(handler: Any, user: Any, server_name: str = "", *args: Any, **kwargs: Any) -> dict[str, str]:
     return {**_user_server(user, server_name), "jupyterhub.reason": "exited"}
 
 
@@ -412,6 +499,25 @@ def _counted(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if inner is not None and type(instance).__module__.startswith("tornado"):
             return inner(*args, **kwargs)
     return wrapped(*args, **kwargs)
+
+
+async def _inside(awaitable: Any, marked: tuple[tuple[int, str], ...]) -> Any:
+    """Await a spawner method with its span marked as in progress, so that a ``super()`` call it makes is not
+    traced again."""
+    token = _in_spawner_method.set(marked)
+    try:
+        return await awaitable
+    finally:
+        _in_spawner_method.reset(token)
+
+
+def _restore(cls: type, method: str, own: Any) -> None:
+    """Put ``cls.method`` back as it was before jh_otel wrapped it: its own definition, or inherited."""
+    if own is None:
+        if method in cls.__dict__:
+            delattr(cls, method)
+    else:
+        setattr(cls, method, own)
 
 
 def _outside_any_trace(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
