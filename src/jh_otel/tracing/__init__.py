@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import trace
 
 from .._guard import guarded
+from ..compat import Expect, unmet
 from ..settings import Settings
 from ..version import __version__
 from . import encoding
@@ -30,8 +31,20 @@ log = logging.getLogger("jh_otel")
 _INSTRUMENT_WARNING = "Attempting to instrument while already instrumented"
 
 
+_SEMCONV = "opentelemetry.instrumentation._semconv"
+SEMCONV_EXPECTS = (
+    Expect(_SEMCONV, "_OpenTelemetrySemanticConventionStability._initialize"),
+    Expect(_SEMCONV, "_OpenTelemetrySemanticConventionStability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING"),
+    Expect(_SEMCONV, "_OpenTelemetryStabilitySignalType.HTTP"),
+    Expect(_SEMCONV, "_StabilityMode.HTTP"),
+)
+
+
 def stable_http_semconv(environ: Any = os.environ) -> None:
-    """``http`` semantic conventions unless ``OTEL_SEMCONV_STABILITY_OPT_IN`` already chose for HTTP."""
+    """``http`` semantic conventions unless ``OTEL_SEMCONV_STABILITY_OPT_IN`` already chose for HTTP (left out, with
+    one warning, when the contrib internals it sets are not there: the contrib default conventions then apply)."""
+    if unmet("stable HTTP semantic conventions", SEMCONV_EXPECTS, ("opentelemetry-instrumentation",)):
+        return
     from opentelemetry.instrumentation import _semconv
 
     stability = _semconv._OpenTelemetrySemanticConventionStability
@@ -66,10 +79,14 @@ class ProcessTracing:
             self._undo += wrap_exporters(self.tracer_provider, self.known)
         with guarded("encoding spans"):
             self._undo += encoding.install()
+        corrected = False
         with guarded("correcting the tornado instrumentation"):
             from opentelemetry.instrumentation import tornado as contrib_tornado
 
-            self._undo += ServerCorrections(self.known).install(contrib_tornado)
+            undo = ServerCorrections(self.known).install(contrib_tornado)
+            if undo is not None:
+                self._undo += undo
+                corrected = True
         with guarded("choosing HTTP semantic conventions"):
             # spans and the contrib client metrics alike (``http.client.request.duration`` in seconds, not the old
             # ``http.client.duration`` in milliseconds that promtool rejects)
@@ -78,7 +95,9 @@ class ProcessTracing:
         if not any(isinstance(f, _QuietRepeat) for f in instrumentor_log.filters):
             instrumentor_log.addFilter(_QuietRepeat())
         with guarded("instrumenting tornado"):
-            self._instrument("tornado", "opentelemetry.instrumentation.tornado", "TornadoInstrumentor")
+            # uncorrected, the contrib tornado instrumentation names routes "GET %s" and fails requests when the
+            # base URL has a %: left out rather than run as shipped
+            self._instrument("tornado", "opentelemetry.instrumentation.tornado", "TornadoInstrumentor", corrected)
         with guarded("instrumenting aiohttp"):
             module = "opentelemetry.instrumentation.aiohttp_client"
             self._instrument("aiohttp-client", module, "AioHttpClientInstrumentor")
@@ -91,16 +110,18 @@ class ProcessTracing:
     def tracer(self) -> trace.Tracer:
         return trace.get_tracer("jh_otel", __version__, self.tracer_provider)
 
-    def _instrument(self, entry_point: str, module: str, name: str) -> None:
+    def _instrument(self, entry_point: str, module: str, name: str, allowed: bool = True) -> None:
         """Instrumented before jh_otel chose the conventions (the wrapper loads entry points in no set order):
         again, with them. Not instrumented: only with traces on, and never against the operator's
-        ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``."""
+        ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``; not ``allowed``: uninstrumented, and not instrumented again."""
         if _disabled(entry_point):
             return
         instrumentor = getattr(__import__(module, fromlist=[name]), name)()
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         elif not self.settings.traces_on:
+            return
+        if not allowed:
             return
         instrumentor.instrument(tracer_provider=self.tracer_provider, skip_dep_check=True)
         self._undo.append(instrumentor.uninstrument)
@@ -129,7 +150,9 @@ class HubTracing:
             return
         tracer = self.process.tracer()
         with guarded("tracing SQL"):
-            self._undo.append(trace_engine(app.db.get_bind(), tracer))
+            undo = trace_engine(app.db.get_bind(), tracer)
+            if undo is not None:
+                self._undo.append(undo)
         with guarded("tracing JupyterHub operations"):
             self.operations = Operations(tracer)
             self._undo.append(self.operations.uninstall)

@@ -19,7 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from ..compat import Expect, unmet
+
 log = logging.getLogger("jh_otel")
+_DISTRIBUTIONS = ("opentelemetry-exporter-otlp-proto-common", "opentelemetry-exporter-otlp-proto-http")
 
 _CACHE_LIMIT = 8192
 _pack_double = struct.Struct("<d").pack
@@ -232,8 +235,10 @@ def install() -> list[Callable[[], None]]:
         except ImportError:
             continue
         original = getattr(module, "encode_spans", None)
-        if original is None or getattr(original, "_jh_otel", False):
+        if getattr(original, "_jh_otel", False):
             continue
+        if unmet("fast span encoding for " + name, [Expect(name, "encode_spans", ("sdk_spans",))], _DISTRIBUTIONS):
+            continue  # the exporter's own encoder stays
 
         def fast(spans: Sequence[Any], original: Any = original, wrap: Any = wrap) -> Any:
             try:

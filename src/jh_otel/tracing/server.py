@@ -39,6 +39,7 @@ from opentelemetry.util.http import (
 from tornado.web import HTTPError
 
 from .. import scrub
+from ..compat import Expect, unmet
 from ..hooks.requests import METHODS
 from ..hooks.routes import UNMATCHED, Routes
 from .scrubbing import KnownSecrets
@@ -130,9 +131,26 @@ class ServerCorrections:
         self.propagated_fields: tuple[str, ...] = ()
         self.capture_request_headers: list[str] = []
 
-    def install(self, module: Any) -> list[Any]:
+    _MODULE = "opentelemetry.instrumentation.tornado"
+    EXPECTS = (
+        Expect(_MODULE, "_start_span", ("tracer", "handler", "sem_conv_opt_in_mode")),
+        Expect(_MODULE, "_finish_span", ("tracer", "handler", "error", "sem_conv_opt_in_mode")),
+        Expect(_MODULE, "_record_prepare_metrics", ("server_histograms", "handler", "sem_conv_opt_in_mode")),
+        Expect(_MODULE, "_record_on_finish_metrics", ("server_histograms", "handler", "error", "sem_conv_opt_in_mode")),
+        Expect(_MODULE, "_TraceContext", ("activation", "span", "token")),
+        Expect(_MODULE, "response_propagation_setter"),
+    )
+    """The contrib functions replaced and the names they use, as in contrib 0.61b0 and later."""
+
+    def install(self, module: Any) -> list[Any] | None:
+        """Replace the contrib functions in ``module``; returns the undo callables, or None (after one warning) when
+        the installed contrib instrumentation is not one these corrections fit: its request spans are then left
+        out, never produced by functions called with arguments they do not take."""
         if self._original:
             return []
+        expects = [Expect(module.__name__, e.qualname, e.parameters) for e in self.EXPECTS]
+        if unmet("request spans (tornado)", expects, ("opentelemetry-instrumentation-tornado", "tornado")):
+            return None
         self.trace_context = module._TraceContext
         self.response_setter = module.response_propagation_setter
         self.propagated_fields = tuple(propagate.get_global_textmap().fields)

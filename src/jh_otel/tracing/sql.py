@@ -24,7 +24,30 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ..compat import Expect, unmet
 from ..scrub import scrub_sql
+
+_ENGINE = "opentelemetry.instrumentation.sqlalchemy.engine"
+EXPECTS = (
+    Expect(_ENGINE, "EngineTracer.__init__", ("self", "tracer", "engine", "connections_usage")),
+    Expect(
+        _ENGINE,
+        "EngineTracer._before_cur_exec",
+        ("self", "conn", "cursor", "statement", "params", "context", "_executemany"),
+    ),
+    Expect(_ENGINE, "EngineTracer._register_event_listener", ("target", "identifier", "func")),
+    Expect(_ENGINE, "EngineTracer.remove_all_event_listeners"),
+    Expect(_ENGINE, "EngineTracer._operation_name", ("self", "db_name", "statement")),
+    Expect(_ENGINE, "_handle_error", ("context",)),
+    Expect(_ENGINE, "_get_attributes_from_url", ("url", "sem_conv_opt_in_mode_db", "sem_conv_opt_in_mode_http")),
+    Expect(
+        _ENGINE,
+        "_get_attributes_from_cursor_or_conn",
+        ("vendor", "conn", "cursor", "attrs", "sem_conv_opt_in_mode_db", "sem_conv_opt_in_mode_http"),
+    ),
+)
+"""The contrib engine tracer's internals that :class:`HubEngineTracer` builds on (contrib 0.62b0 and later)."""
+DISTRIBUTIONS = ("opentelemetry-instrumentation-sqlalchemy", "sqlalchemy")
 
 _COMMENT = re.compile(r"^(?:\s*/\*.*?\*/|\s*--[^\n]*\n)+", re.S)
 _NAME = r"""["`\[]?([A-Za-z_][\w$]*)["`\]]?"""
@@ -69,12 +92,17 @@ class HubEngineTracer(contrib.EngineTracer):
     def __init__(self, tracer: Any, engine: Any) -> None:
         usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections.usage")
         super().__init__(tracer, engine, usage)
-        # what the URL says about the database, once (the contrib tracer works it out for every statement)
-        attributes, found = contrib._get_attributes_from_url(
-            engine.url, self._sem_conv_opt_in_mode_db, self._sem_conv_opt_in_mode_http
-        )
-        self._from_url = found or self.vendor == "sqlite"  # a file: its name is the URL's database
-        self._static = {**attributes, "db.system": self.vendor}
+        try:
+            # what the URL says about the database, once (the contrib tracer works it out for every statement)
+            attributes, found = contrib._get_attributes_from_url(
+                engine.url, self._sem_conv_opt_in_mode_db, self._sem_conv_opt_in_mode_http
+            )
+            self._from_url = found or self.vendor == "sqlite"  # a file: its name is the URL's database
+            self._static = {**attributes, "db.system": self.vendor}
+        except Exception:
+            # listeners without this state would fail every statement: none or all
+            self.remove_all_event_listeners()
+            raise
 
     def _before_cur_exec(self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any, many: Any) -> Any:
         """One CLIENT span per statement, its attributes given at start: about a third of the contrib function's
@@ -111,8 +139,12 @@ class HubEngineTracer(contrib.EngineTracer):
 
 
 def trace_engine(engine: Any, tracer: Any) -> Any:
-    """Trace ``engine``; returns the undo callable. An engine the contrib instrumentor already traces is taken over."""
+    """Trace ``engine``; returns the undo callable (None when the contrib tracer is not the one jh_otel builds on: then
+    there are no SQL spans, with one warning). An engine the contrib instrumentor already traces is taken over."""
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    if unmet("SQL spans", EXPECTS, DISTRIBUTIONS):
+        return None
 
     contrib_instrumentor = SQLAlchemyInstrumentor()
     if contrib_instrumentor.is_instrumented_by_opentelemetry:
