@@ -119,8 +119,11 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Panel(
                 "Pending servers",
                 "timeseries",
-                (q(f"sum by (kind) (jupyterhub_pending_servers{{{SEL}}})", "{{kind}}"),),
-                "Servers with an operation in progress, by kind (spawn, stop).",
+                (
+                    q(f"max(jupyterhub_pending_servers{{{SEL}}})", "all"),
+                    q(f"sum by (kind) (jupyterhub_pending_servers_by_kind{{{SEL}}})", "{{kind}}"),
+                ),
+                "Servers with an operation in progress: all of them, and by kind (spawn, stop, check).",
                 width=6,
             ),
             Panel(

@@ -54,7 +54,7 @@ class Family:
     """Label values whose series exist at zero from startup."""
     buckets: tuple[float, ...] = ()
     origin: str = "native"
-    """``native`` (JupyterHub 6 has it), ``seed`` (the seed spec's), or ``both``."""
+    """``native`` (JupyterHub 6 has it), ``seed`` (the seed spec's), ``both``, or ``jh_otel`` (jh_otel's own)."""
     native: str | None = None
     """``jupyterhub.metrics`` attribute whose observations feed this family."""
     snapshot: str | None = None
@@ -142,8 +142,14 @@ def _families(settings: Settings) -> tuple[Family, ...]:
                "csp.reports", "{report}", native="CSP_REPORT_COUNT"),
         # --- the seed spec's metrics ------------------------------------------------------------------------
         Family("pending_servers", Kind.GAUGE, "Number of servers in pending state", "pending_servers",
-               "{server}", ("kind",), each(kind=PENDING_KINDS), origin="seed", snapshot="pending_servers",
-               definition="Servers with an operation in progress, by JupyterHub's pending kind."),
+               "{server}", origin="seed", snapshot="pending_servers",
+               definition="Servers with an operation in progress (spawn, stop, check...), all of them: the seed "
+                          "spec's gauge, without labels."),
+        Family("pending_servers_by_kind", Kind.GAUGE, "Number of servers in pending state, by pending operation",
+               "pending_servers_by_kind", "{server}", ("kind",), each(kind=PENDING_KINDS), origin="jh_otel",
+               snapshot="pending_servers_by_kind",
+               definition="`pending_servers` broken down by JupyterHub's pending kind (`Spawner.pending`); the kinds "
+                          "add up to `pending_servers`."),
         Family("request_count", Kind.COUNTER, "Total number of HTTP requests", "request.count", "{request}",
                _REQUEST_LABELS, origin="seed", hook="requests",
                definition="The requests counted in `request_duration_seconds`, one each, errors included."),

@@ -79,69 +79,117 @@ class UserLabels:
         return tuple(bounded)
 
 
-class _Binding:
-    """What recording needs once the hub is instrumented."""
-
-    def __init__(
-        self,
-        instruments: Instruments,
-        meter: Any,
-        users: UserLabels,
-        registry: CollectorRegistry,
-        withhold: Callable[[Iterable[str]], None],
-    ) -> None:
-        self.instruments = instruments
-        self.withhold = withhold
-        self.meter = meter
-        self.users = users
-        self.registry = registry
-        self.collectors: list[Any] = []
-
-
-_binding: _Binding | None = None
-_declared: list[Instrument] = []
-
-
 class Instrument:
     """A declared instrument; a no-op until the hub is instrumented, and forever if its declaration was bad."""
 
     def __init__(self, family: Family | None) -> None:
         self.family = family
         self._instruments: Instruments | None = None
+        self._metrics: CustomMetrics | None = None
 
-    def _materialize(self, binding: _Binding) -> None:
+    def _materialize(self, metrics: CustomMetrics) -> None:
         if self.family is None:
             return
-        catalogue = Catalogue(binding.instruments.catalogue.prefix, (self.family,))
-        binding.withhold(catalogue.names())  # served here, not also by OpenTelemetry's Prometheus rendering
+        catalogue = Catalogue(metrics.instruments.catalogue.prefix, (self.family,))
+        metrics.withhold(catalogue.names())  # served here, not also by OpenTelemetry's Prometheus rendering
         try:
-            self._instruments = Instruments(catalogue, binding.meter, Snapshot)
-            collector = self._instruments.collector()
-            binding.registry.register(collector)
-            binding.collectors.append(collector)
+            instruments = Instruments(catalogue, metrics.meter, Snapshot)
+            collector = instruments.collector()
+            metrics.registry.register(collector)
+            metrics.collectors.append(collector)
         except Exception as error:  # a name already served, typically
             log.error("jh_otel: cannot serve %s: %s", self.family.prometheus(catalogue.prefix), error)
-            self._instruments = None
+            return
+        self._instruments, self._metrics = instruments, metrics
 
-    def _values(self, labels: dict[str, Any]) -> tuple[str, ...] | None:
-        if self.family is None or self._instruments is None or _binding is None:
-            return None
-        names = self.family.labels
-        values = tuple(str(labels.get(name, "")) for name in names)
-        return _binding.users.bound(self.family.name, names, values)
+    def _dematerialize(self) -> None:
+        self._instruments = self._metrics = None
 
     def _record(self, value: float, labels: dict[str, Any]) -> None:
         try:
-            values = self._values(labels)
-            if values is None:
+            instruments, metrics, family = self._instruments, self._metrics, self.family
+            if instruments is None or metrics is None or family is None:
                 return
-            assert self._instruments is not None and self.family is not None
-            if self.family.kind is Kind.GAUGE:
-                self._instruments.set_gauge(self.family.name, values, float(value))
+            values = metrics.users.bound(
+                family.name, family.labels, tuple(str(labels.get(n, "")) for n in family.labels)
+            )
+            if family.kind is Kind.GAUGE:
+                instruments.set_gauge(family.name, values, float(value))
             else:
-                self._instruments[self.family.name].record(float(value), values)
+                instruments[family.name].record(float(value), values)
         except Exception:
             log.warning("jh_otel: could not record %s", self.family and self.family.name, exc_info=True)
+
+
+class Declarations:
+    """The instruments declared with :func:`counter`, :func:`gauge` and :func:`histogram` (from
+    ``jupyterhub_config.py``, before or after the hub is instrumented), and the installed :class:`CustomMetrics` that
+    the spec's helpers record into, if any."""
+
+    def __init__(self) -> None:
+        self.instruments: list[Instrument] = []
+        self.active: CustomMetrics | None = None
+
+
+DECLARED = Declarations()
+"""Where declarations go and the helpers record by default (like ``prometheus_client.REGISTRY``)."""
+
+
+class CustomMetrics:
+    """The custom-metrics part of one hub's telemetry: the spec's helpers record into its catalogue instruments,
+    and every declared instrument is served from :meth:`install` until :meth:`uninstall`."""
+
+    def __init__(
+        self,
+        instruments: Instruments,
+        meter: Any,
+        users: UserLabels,
+        registry: CollectorRegistry = REGISTRY,
+        withhold: Callable[[Iterable[str]], None] = lambda names: None,
+        declarations: Declarations = DECLARED,
+    ) -> None:
+        self.instruments = instruments
+        self.meter = meter
+        self.users = users
+        self.registry = registry
+        self.withhold = withhold
+        """Keeps names out of OpenTelemetry's own Prometheus rendering (``Exposition.withhold``)."""
+        self.declarations = declarations
+        self.collectors: list[Any] = []
+
+    def install(self) -> None:
+        previous = self.declarations.active
+        if previous is not None and previous is not self:
+            previous.uninstall()
+        for instrument in self.declarations.instruments:
+            instrument._materialize(self)
+        self.declarations.active = self
+
+    def uninstall(self) -> None:
+        """Stop recording and serving; declarations are kept for the next :meth:`install`."""
+        if self.declarations.active is self:
+            self.declarations.active = None
+        for collector in self.collectors:
+            try:
+                self.registry.unregister(collector)
+            except KeyError:
+                pass
+        self.collectors.clear()
+        for instrument in self.declarations.instruments:
+            if instrument._metrics is self:
+                instrument._dematerialize()
+
+    def record(self, name: str, value: float, values: tuple[str, ...]) -> None:
+        """One observation of the catalogue family ``name`` (the spec's helpers), user labels bounded."""
+        try:
+            family = self.instruments.catalogue[name]
+            values = self.users.bound(name, family.labels, values)
+            if family.kind is Kind.GAUGE:
+                self.instruments.set_gauge(name, values, float(value))
+            else:
+                self.instruments[name].record(float(value), values)
+        except Exception:
+            log.warning("jh_otel: could not record %s", name, exc_info=True)
 
 
 class Counter(Instrument):
@@ -163,12 +211,19 @@ class Histogram(Instrument):
         return Timer(lambda seconds, _status: self.observe(seconds, **labels))
 
 
-def _declare(kind: Kind, cls: type[Instrument], name: str, documentation: str, labels: Iterable[str], **kw) -> Any:
-    family = _family(kind, name, documentation, tuple(labels), kw.get("buckets"))
-    instrument = cls(family)
-    _declared.append(instrument)
-    if _binding is not None:
-        instrument._materialize(_binding)
+def _declare(
+    kind: Kind,
+    cls: type[Instrument],
+    name: str,
+    documentation: str,
+    labels: Iterable[str],
+    declarations: Declarations,
+    buckets: Sequence[float] | None = None,
+) -> Any:
+    instrument = cls(_family(kind, name, documentation, tuple(labels), buckets))
+    declarations.instruments.append(instrument)
+    if declarations.active is not None:
+        instrument._materialize(declarations.active)
     return instrument
 
 
@@ -203,21 +258,30 @@ def _family(
     )
 
 
-def counter(name: str, documentation: str = "", labels: Iterable[str] = ()) -> Counter:
+def counter(
+    name: str, documentation: str = "", labels: Iterable[str] = (), *, declarations: Declarations = DECLARED
+) -> Counter:
     """A counter ``<prefix>_<name>_total`` in both exports."""
-    return _declare(Kind.COUNTER, Counter, name, documentation, labels)
+    return _declare(Kind.COUNTER, Counter, name, documentation, labels, declarations)
 
 
-def gauge(name: str, documentation: str = "", labels: Iterable[str] = ()) -> Gauge:
+def gauge(
+    name: str, documentation: str = "", labels: Iterable[str] = (), *, declarations: Declarations = DECLARED
+) -> Gauge:
     """A gauge ``<prefix>_<name>`` in both exports (the last value set per label set)."""
-    return _declare(Kind.GAUGE, Gauge, name, documentation, labels)
+    return _declare(Kind.GAUGE, Gauge, name, documentation, labels, declarations)
 
 
 def histogram(
-    name: str, documentation: str = "", labels: Iterable[str] = (), buckets: Sequence[float] | None = None
+    name: str,
+    documentation: str = "",
+    labels: Iterable[str] = (),
+    buckets: Sequence[float] | None = None,
+    *,
+    declarations: Declarations = DECLARED,
 ) -> Histogram:
     """A histogram ``<prefix>_<name>``; a name ending in ``_seconds`` has the OTLP unit ``s``."""
-    return _declare(Kind.HISTOGRAM, Histogram, name, documentation, labels, buckets=buckets)
+    return _declare(Kind.HISTOGRAM, Histogram, name, documentation, labels, declarations, buckets)
 
 
 class Timer:
@@ -269,71 +333,29 @@ class Timer:
 # --- the seed spec's helpers, on the catalogue's custom families ---------------------------------------------------
 
 
-def _catalogue_record(name: str, value: float, values: tuple[str, ...]) -> None:
-    binding = _binding
-    if binding is None:
-        return
-    try:
-        family = binding.instruments.catalogue[name]
-        values = binding.users.bound(name, family.labels, values)
-        if family.kind is Kind.GAUGE:
-            binding.instruments.set_gauge(name, values, float(value))
-        else:
-            binding.instruments[name].record(float(value), values)
-    except Exception:
-        log.warning("jh_otel: could not record %s", name, exc_info=True)
+def _catalogue_record(name: str, value: float, values: tuple[str, ...], declarations: Declarations) -> None:
+    metrics = declarations.active
+    if metrics is not None:
+        metrics.record(name, value, values)
 
 
-def record_custom_event(event_type: str, user: str | None = None) -> None:
+def record_custom_event(event_type: str, user: str | None = None, *, declarations: Declarations = DECLARED) -> None:
     """Count one ``event_type`` event (``jupyterhub_custom_events_total``); ``user`` defaults to ``anonymous``."""
-    _catalogue_record("custom_events", 1, (str(event_type), str(user or "anonymous")))
+    _catalogue_record("custom_events", 1, (str(event_type), str(user or "anonymous")), declarations)
 
 
-def update_custom_gauge(resource_type: str, value: float, user: str | None = None) -> None:
+def update_custom_gauge(
+    resource_type: str, value: float, user: str | None = None, *, declarations: Declarations = DECLARED
+) -> None:
     """Set ``jupyterhub_custom_resource_usage``; ``user`` defaults to ``system``."""
-    _catalogue_record("custom_resource_usage", value, (str(resource_type), str(user or "system")))
+    _catalogue_record("custom_resource_usage", value, (str(resource_type), str(user or "system")), declarations)
 
 
-def time_custom_operation(operation: str, status: str | None = None) -> Timer:
+def time_custom_operation(operation: str, status: str | None = None, *, declarations: Declarations = DECLARED) -> Timer:
     """Time a block or function into ``jupyterhub_custom_operation_duration_seconds``: ``status`` is the given
     one, else ``success``, or ``error`` when it raised."""
     return Timer(
         lambda seconds, outcome: _catalogue_record(
-            "custom_operation_duration_seconds", seconds, (str(operation), status or outcome)
+            "custom_operation_duration_seconds", seconds, (str(operation), status or outcome), declarations
         )
     )
-
-
-# --- binding, by HubTelemetry ---------------------------------------------------------------------------------------
-
-
-def bind(
-    instruments: Instruments,
-    meter: Any,
-    users: UserLabels,
-    registry: CollectorRegistry = REGISTRY,
-    withhold: Callable[[Iterable[str]], None] = lambda names: None,
-) -> None:
-    """Start recording into ``instruments`` (the hub's) and serving the declared instruments; ``withhold`` keeps
-    their names out of OpenTelemetry's own Prometheus rendering (:meth:`jh_otel.exposition.Exposition.withhold`)."""
-    global _binding
-    unbind()
-    binding = _Binding(instruments, meter, users, registry, withhold)
-    for instrument in _declared:
-        instrument._materialize(binding)
-    _binding = binding
-
-
-def unbind() -> None:
-    """Stop recording and serving; declarations are kept for the next :func:`bind`."""
-    global _binding
-    binding, _binding = _binding, None
-    if binding is None:
-        return
-    for collector in binding.collectors:
-        try:
-            binding.registry.unregister(collector)
-        except KeyError:
-            pass
-    for instrument in _declared:
-        instrument._instruments = None

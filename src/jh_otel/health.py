@@ -1,5 +1,5 @@
 """Health checks: built-in ones for the database, the proxy and the spawners, plus any registered from
-``jupyterhub_config.py``, run on the hub's IOLoop, exposed as metrics and as JSON.
+``jupyterhub_config.py``, scheduled on the hub's IOLoop, exposed as metrics and as JSON.
 
 ::
 
@@ -17,18 +17,22 @@ to ``GET <hub>/api/jh-otel/health`` (JSON, ``read:metrics`` scope). A check's ch
 
 Built-in checks (every ``OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL`` seconds):
 
-- ``database``: ``SELECT 1`` on the hub's engine (beside its session, as the snapshot queries), and for SQLite a
-  fresh read-only open of the database file (pooled connections keep working on a file that new connections can
-  no longer open);
-- ``proxy``: the proxy's routing table read through its API within the timeout;
+- ``database``: ``SELECT 1`` on a pooled connection of the hub's engine (the hub's session and transaction stay
+  untouched), and for SQLite a fresh read-only open of the database file (pooled connections keep working on a
+  file that new connections can no longer open), in a thread of its own: a locked file or a stalled disk makes the
+  check unhealthy or an error within its timeout, never the hub's event loop wait;
+- ``proxy``: the proxy's routing table read through its API within the timeout, with the proxy's API request
+  itself (``ConfigurableHTTPProxy.api_request``), not ``get_all_routes``, which JupyterHub times into
+  ``jupyterhub_proxy_poll_duration_seconds``: that family counts JupyterHub's own polls only;
 - ``spawners``: no server pending a spawn longer than its spawner's ``start_timeout + http_timeout`` (read from the
   hub-state snapshot's walk over the spawners, so at most ``OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL`` old).
 
-Checks run with OpenTelemetry's instrumentation suppressed: polling the proxy and the database every interval is
-not traced.
+Checks run with OpenTelemetry's instrumentation suppressed, their threads too: polling the proxy and the database
+every interval makes no span.
 
-Async checks run on the IOLoop and must not block it; sync checks run in a worker thread, one run at a time per
-check: while a run that overran its timeout is still going, the next runs report ``error`` instead of piling up.
+Async checks run on the IOLoop and must not block it; sync checks run in a daemon thread of their own
+(:mod:`jh_otel._offloop`), one run at a time per check: while a run that overran its timeout is still going, the
+next runs report ``error`` instead of piling up, and the hub's exit never waits for it.
 """
 
 from __future__ import annotations
@@ -40,14 +44,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from .snapshot import Snapshot, _one_row
+from ._offloop import OffLoop
+from .snapshot import Snapshot, one_row, shares_one_connection
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +78,40 @@ class Result:
     detail: str = ""
 
 
-_registered: dict[str, Check] = {}
-_runner: HealthChecks | None = None
+class CheckRegistry:
+    """The checks registered from ``jupyterhub_config.py`` (before or after the hub is instrumented); the running
+    :class:`HealthChecks` of a hub follows it."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, Check] = {}
+        self._followers: list[HealthChecks] = []
+
+    def add(self, check: Check) -> None:
+        self.checks[check.name] = check
+        for runner in list(self._followers):
+            runner.add(check)
+
+    def follow(self, runner: HealthChecks) -> None:
+        self._followers.append(runner)
+        for check in self.checks.values():
+            runner.add(check)
+
+    def unfollow(self, runner: HealthChecks) -> None:
+        if runner in self._followers:
+            self._followers.remove(runner)
 
 
-def register_check(name: str, function: Callable[..., Any], interval: float = 60, timeout: float = 10) -> None:
+REGISTRY = CheckRegistry()
+"""Where :func:`register_check` registers by default (like ``prometheus_client.REGISTRY``)."""
+
+
+def register_check(
+    name: str,
+    function: Callable[..., Any],
+    interval: float = 60,
+    timeout: float = 10,
+    registry: CheckRegistry = REGISTRY,
+) -> None:
     """Register a check (sync or async, no arguments; truthy result: healthy). Never raises: a bad registration
     logs one line and is ignored."""
     problem = ""
@@ -93,10 +126,7 @@ def register_check(name: str, function: Callable[..., Any], interval: float = 60
     if problem:
         log.error("jh_otel: health check %r not registered: %s", name, problem)
         return
-    check = Check(name, function, float(interval), float(timeout))
-    _registered[name] = check
-    if _runner is not None:
-        _runner.add(check)
+    registry.add(Check(name, function, float(interval), float(timeout)))
 
 
 def _outcome(value: Any) -> tuple[str, str]:
@@ -114,8 +144,7 @@ class HealthChecks:
         self.checks: dict[str, Check] = {}
         self.results: dict[str, Result] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads = OffLoop()
         self._running = False
 
     def add(self, check: Check) -> None:
@@ -144,18 +173,6 @@ class HealthChecks:
                 log.warning("jh_otel: health check %s could not run", check.name, exc_info=True)
             await asyncio.sleep(check.interval)
 
-    async def _in_thread(self, check: Check) -> Any:
-        """A sync check in a worker thread; a run that overran its timeout is waited for, never doubled."""
-        future = self._inflight.get(check.name)
-        if future is None or future.done():
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jh_otel-health")
-            future = asyncio.get_running_loop().run_in_executor(self._executor, check.function)
-            self._inflight[check.name] = future
-        else:
-            raise asyncio.TimeoutError(f"still running since an earlier run (over {check.timeout:g} s)")
-        return await asyncio.wait_for(asyncio.shield(future), check.timeout)
-
     async def run(self, check: Check) -> Result:
         """One run of ``check``, recorded and returned."""
         start = time.perf_counter()
@@ -164,7 +181,7 @@ class HealthChecks:
                 if inspect.iscoroutinefunction(check.function):
                     value = await asyncio.wait_for(check.function(), check.timeout)
                 else:
-                    value = await self._in_thread(check)
+                    value = await self._threads.run(check.name, check.function, check.timeout)
             status, detail = _outcome(value)
         except asyncio.TimeoutError as error:
             status, detail = ERROR, str(error) or f"no answer within {check.timeout:g} s"
@@ -190,9 +207,6 @@ class HealthChecks:
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)  # a hung check must not delay shutdown
-            self._executor = None
 
     def report(self) -> dict[str, Any]:
         """The JSON document: overall status and each check's last result."""
@@ -208,20 +222,23 @@ class HealthChecks:
 # --- built-in checks ------------------------------------------------------------------------------------------------
 
 
-def builtin_checks(app: Any, interval: float, snapshot: Callable[[], Snapshot]) -> list[Check]:
+def builtin_checks(app: Any, interval: float, snapshot: Callable[[], Snapshot | None]) -> list[Check]:
     timeout = min(10.0, interval)
+    engine = app.db.get_bind()
+    path = _sqlite_file(getattr(app, "db_url", ""))
 
-    async def database() -> tuple[bool, str]:
+    def database() -> tuple[bool, str]:
+        """In a thread of its own: nothing here may wait on the hub's event loop."""
         from sqlalchemy import text
 
         try:  # on a pooled connection of the hub's engine: the hub's session and its transaction stay untouched
-            _one_row(app.db, text("SELECT 1"))
+            one_row(engine, text("SELECT 1"))
         except Exception as error:
             return False, f"the hub's database: {type(error).__name__}: {error}"
-        path = _sqlite_file(getattr(app, "db_url", ""))
         if path:
             try:
-                connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+                # SQLite's busy wait ends before the check's timeout, so a locked file reads as unhealthy
+                connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout * 0.8)
                 try:
                     connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 finally:
@@ -230,27 +247,54 @@ def builtin_checks(app: Any, interval: float, snapshot: Callable[[], Snapshot]) 
                 return False, f"{path}: {error}"
         return True, ""
 
+    async def database_in_memory() -> tuple[bool, str]:
+        """In-memory SQLite: one connection the hub shares, usable on its loop only and never locked by others."""
+        from sqlalchemy import text
+
+        try:
+            app.db.execute(text("SELECT 1")).one()
+        except Exception as error:
+            return False, f"the hub's database: {type(error).__name__}: {error}"
+        return True, ""
+
     async def proxy() -> tuple[bool, str]:
         try:
-            routes = await asyncio.wait_for(app.proxy.get_all_routes(), timeout * 0.9)
+            routes = await asyncio.wait_for(proxy_routes(app.proxy), timeout * 0.9)
         except asyncio.TimeoutError:
             return False, f"the proxy's API did not answer within {timeout * 0.9:g} s"
         except Exception as error:
             return False, f"{type(error).__name__}: {error}"
-        return True, f"{len(routes)} routes"
+        return True, f"{routes} routes"
 
     async def spawners() -> tuple[bool, str]:
         now = time.time()
-        stuck = [name for name, started, limit in snapshot().spawns if now - started > limit]
+        current = snapshot()
+        if current is None:
+            return True, "no snapshot yet"
+        stuck = [name for name, started, limit in current.spawns if now - started > limit]
         if stuck:
             return False, f"{len(stuck)} spawn(s) pending past start_timeout + http_timeout: {', '.join(stuck[:10])}"
         return True, ""
 
     return [
-        Check("database", database, interval, timeout),
+        Check("database", database_in_memory if shares_one_connection(engine) else database, interval, timeout),
         Check("proxy", proxy, interval, timeout),
         Check("spawners", spawners, interval, timeout),
     ]
+
+
+async def proxy_routes(proxy: Any) -> int:
+    """How many routes the proxy's API lists. configurable-http-proxy is asked with its own API request, not
+    ``get_all_routes``: JupyterHub times that into ``jupyterhub_proxy_poll_duration_seconds``, which must count
+    JupyterHub's own polls only. Other proxies (which JupyterHub does not time) answer ``get_all_routes``."""
+    request = getattr(proxy, "api_request", None)
+    if request is None:
+        return len(await proxy.get_all_routes())
+    response = await request("")
+    body = getattr(response, "body", None)
+    if isinstance(body, bytes):  # JupyterHub 5: tornado's response
+        return len(json.loads(body.decode("utf-8", "replace")))
+    return len(await response.json())  # JupyterHub 6: aiohttp's
 
 
 def _sqlite_file(url: str) -> str:
@@ -264,42 +308,16 @@ def _sqlite_file(url: str) -> str:
 # --- the JSON handler -----------------------------------------------------------------------------------------------
 
 
-def handler_class() -> type:
-    """``GET <hub>/api/jh-otel/health``: the report, for a token or session with the ``read:metrics`` scope."""
+def handler_class(checks: HealthChecks) -> type:
+    """``GET <hub>/api/jh-otel/health``: the report of ``checks``, for a token or session with the ``read:metrics``
+    scope."""
     from jupyterhub.apihandlers.base import APIHandler
     from jupyterhub.scopes import needs_scope
 
     class HealthReportHandler(APIHandler):
         @needs_scope("read:metrics")
         def get(self) -> None:
-            runner = _runner
-            report = runner.report() if runner is not None else {"status": UNKNOWN, "checks": {}}
             self.set_header("Content-Type", "application/json")
-            self.write(json.dumps(report))
+            self.write(json.dumps(checks.report()))
 
     return HealthReportHandler
-
-
-# --- lifecycle, by HubTelemetry -------------------------------------------------------------------------------------
-
-
-def install(
-    app: Any, interval: float, record: Callable[[str, Result], None], snapshot: Callable[[], Snapshot]
-) -> HealthChecks:
-    """Checks for ``app``: the built-in ones and every registered one; they run from :meth:`HealthChecks.start`."""
-    global _runner
-    uninstall()
-    runner = HealthChecks(record)
-    for check in builtin_checks(app, interval, snapshot):
-        runner.add(check)
-    for check in _registered.values():
-        runner.add(check)
-    _runner = runner
-    return runner
-
-
-def uninstall() -> None:
-    global _runner
-    runner, _runner = _runner, None
-    if runner is not None:
-        runner.stop()

@@ -114,7 +114,7 @@ class Instruments:
         self,
         catalogue: Catalogue,
         meter: Meter,
-        snapshot: Callable[[], Snapshot],
+        snapshot: Callable[[], Snapshot | None],
         exemplar: Callable[[], dict[str, str] | None] | None = None,
     ) -> None:
         self.catalogue = catalogue
@@ -188,7 +188,9 @@ class CatalogueCollector:
         for family in self._instruments.catalogue:
             if family.kind is Kind.GAUGE:
                 try:
-                    yield self._gauge(family, self._instruments.gauges[family.name])
+                    metric = self._gauge(family, self._instruments.gauges[family.name])
+                    if metric.samples or not family.snapshot:  # a snapshot gauge is absent before the first one
+                        yield metric
                 except Exception:
                     log.warning("jh_otel: could not read %s", family.name, exc_info=True)
             else:

@@ -8,8 +8,11 @@ from .catalogue import Family
 from .snapshot import Snapshot
 
 
-def readings(family: Family, snapshot: Snapshot) -> list[tuple[tuple[str, ...], float]]:
-    """(label values, value) pairs of ``family`` in ``snapshot``; its known series always present."""
+def readings(family: Family, snapshot: Snapshot | None) -> list[tuple[tuple[str, ...], float]]:
+    """(label values, value) pairs of ``family`` in ``snapshot``, its known series always present; none at all
+    before the first snapshot (a gauge that has not been read yet is absent, not zero)."""
+    if snapshot is None:
+        return []
     value = getattr(snapshot, family.snapshot or "")
     if isinstance(value, dict):
         known = {labels: 0.0 for labels in family.series}
@@ -18,6 +21,6 @@ def readings(family: Family, snapshot: Snapshot) -> list[tuple[tuple[str, ...], 
     return [((), float(value))]
 
 
-def reader(family: Family, current: Callable[[], Snapshot]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
+def reader(family: Family, current: Callable[[], Snapshot | None]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
     """A zero-argument function giving ``family``'s readings of whatever snapshot is current."""
     return lambda: readings(family, current())

@@ -14,9 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 import psutil
 
+from ._offloop import OffLoop
 from .custom import UserLabels
 from .instruments import Instruments
 from .snapshot import Snapshot
@@ -47,7 +49,7 @@ def tree_usage(pid: int) -> tuple[float, int] | None:
 
 class ResourceSampler:
     def __init__(
-        self, snapshot: Callable[[], Snapshot], instruments: Instruments, users: UserLabels, interval: float
+        self, snapshot: Callable[[], Snapshot | None], instruments: Instruments, users: UserLabels, interval: float
     ) -> None:
         self.snapshot = snapshot
         self.instruments = instruments
@@ -55,6 +57,7 @@ class ResourceSampler:
         self.interval = interval
         self._previous: dict[int, tuple[float, float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._threads = OffLoop()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -67,9 +70,12 @@ class ResourceSampler:
     async def _loop(self) -> None:
         while True:
             try:
-                servers = list(self.snapshot().local_servers)
-                samples = await asyncio.get_running_loop().run_in_executor(None, self.sample, servers)
-                self.instruments.replace_gauge(FAMILY, samples)
+                current = self.snapshot()
+                if current is not None:
+                    servers = list(current.local_servers)
+                    # a daemon thread: a /proc read that hangs never holds the loop or the hub's exit
+                    samples = await self._threads.run("resources", partial(self.sample, servers), self.interval)
+                    self.instruments.replace_gauge(FAMILY, samples)
             except asyncio.CancelledError:
                 raise
             except Exception:

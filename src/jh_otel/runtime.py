@@ -1,14 +1,22 @@
-"""Everything jh_otel runs for one JupyterHub application: instruments, snapshot, exposition and hooks.
+"""Everything jh_otel runs for one JupyterHub application, as a declared list of reversible parts.
 
-Created once per :meth:`JupyterHubInstrumentor.instrument`; :meth:`HubTelemetry.attach` binds it to a hub once the
-hub has read its config and built its handlers (so the one-line setup in ``jupyterhub_config.py`` is in time too),
-:meth:`start` runs the snapshot refresher on the hub's IOLoop, :meth:`detach` undoes every hook.
+:class:`HubTelemetry` is created once per :meth:`JupyterHubInstrumentor.instrument`; :meth:`HubTelemetry.attach`
+binds it to a hub once the hub has read its config and built its handlers (so the one-line setup in
+``jupyterhub_config.py`` is in time too), :meth:`~HubTelemetry.start` starts the parts' periodic work on the hub's
+IOLoop, :meth:`~HubTelemetry.detach` undoes everything.
+
+:data:`PARTS` is the whole wiring, in install order, each part with ``install`` and ``uninstall``. Installing is all
+or nothing: when a part fails, the parts already installed are uninstalled in reverse order, the hub serves
+JupyterHub's own metrics exactly as without jh_otel (no catalogue family that could read 0 while it is not true),
+and one error line says which part failed and why. A part whose JupyterHub functions are not the ones jh_otel was
+tested with (:mod:`jh_otel.compat`) is left out with one warning instead: that is no failure, the rest installs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import wrapt
@@ -19,6 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from . import custom, health, resources
 from ._guard import guarded
 from .catalogue import build_catalogue
+from .compat import Expect, unmet
 from .exposition import Exposition
 from .hooks.auth import LoginRecorder
 from .hooks.exemplars import OpenMetricsNegotiation, current_exemplar
@@ -35,91 +44,193 @@ from .tracing import HubTracing
 log = logging.getLogger(__name__)
 
 
-class HubTelemetry:
-    def __init__(
-        self,
-        settings: Settings,
-        meter: Meter,
-        registry: CollectorRegistry = REGISTRY,
-        tracing: HubTracing | None = None,
-    ) -> None:
-        self.settings = settings
-        self.meter = meter
-        self.tracing = tracing
-        self.registry = registry
-        self.catalogue = build_catalogue(settings)
-        self.refresher: SnapshotRefresher | None = None
-        self.health: health.HealthChecks | None = None
-        self.resources: resources.ResourceSampler | None = None
-        self.users = custom.UserLabels(settings.max_user_labels)
-        exemplar = current_exemplar if settings.exemplars == "on" else None
-        self.instruments = Instruments(self.catalogue, meter, self._snapshot, exemplar)
-        self.app: Any = None
-        self._undo: list[Any] = []
-        self._unlog: list[Any] = []
+class Part:
+    """One reversible piece of the wiring. ``install`` registers what ``uninstall`` undoes (in reverse), so a
+    part that failed half way is undone too."""
 
-    def _snapshot(self) -> Snapshot:
-        return self.refresher.current if self.refresher is not None else Snapshot()
+    name = ""
+    """What the part does, for log lines."""
+    expects: tuple[Expect, ...] = ()
+    """JupyterHub functions the part wraps, with the parameters it reads: unmet, the part is left out."""
 
-    def attach(self, app: Any, initialize_started: float | None = None) -> None:
-        """Start serving and recording for ``app`` (the previous app, if any, is detached first)."""
-        self.detach()
+    def __init__(self, telemetry: HubTelemetry, app: Any) -> None:
+        self.telemetry = telemetry
         self.app = app
-        self._log_through(app)
-        self._serve_health_report(app)
+        self._undo: list[Callable[[], None]] = []
+
+    def wanted(self) -> bool:
+        """Whether the settings ask for this part."""
+        return True
+
+    def install(self) -> None:
+        raise NotImplementedError
+
+    def uninstall(self) -> None:
+        while self._undo:
+            with guarded(f"removing {self.name}"):
+                self._undo.pop()()
+
+    def start(self) -> None:
+        """The hub is up: periodic work starts on its IOLoop."""
+
+    def stop(self) -> None:
+        """The hub is stopping."""
+
+    def on_uninstall(self, undo: Callable[[], None]) -> None:
+        self._undo.append(undo)
+
+    def wrap(self, module: str, name: str, wrapper: Any) -> None:
+        """``wrapt`` wrapper around ``module.name`` (``Class.method`` allowed), undone by :meth:`uninstall`."""
+        wrapt.wrap_function_wrapper(module, name, wrapper)
+        owner_path, _, attribute = name.rpartition(".")
+
+        def undo() -> None:
+            owner = __import__(module, fromlist=["_"])
+            for part in filter(None, owner_path.split(".")):
+                owner = getattr(owner, part)
+            unwrap(owner, attribute)
+
+        self.on_uninstall(undo)
+
+
+class NativeMetrics(Part):
+    name = "mirroring JupyterHub's own metrics"
+
+    def install(self) -> None:
         from jupyterhub import metrics
 
-        mirror = NativeMirror(metrics, self.catalogue, self.instruments)
+        t = self.telemetry
+        mirror = NativeMirror(metrics, t.catalogue, t.instruments)
+        self.on_uninstall(mirror.uninstall)
         mirror.install()
-        self._undo.append(mirror.uninstall)
-        exposition = Exposition(self.instruments.collector(), self.catalogue.names(), self.registry)
-        try:
-            exposition.install()
-        except ValueError:
-            log.error("jh_otel: another collector already serves a catalogue name; not exposing the catalogue")
-        self._undo.append(exposition.uninstall)
 
-        requests = RequestRecorder(self.instruments, Routes(app.handlers), app.hub_prefix + "api")
-        self._wrap("jupyterhub.log", "prometheus_log_method", requests.wrapper)
-        self._wrap("jupyterhub.handlers.base", "BaseHandler.login_user", LoginRecorder(self.instruments).wrapper)
-        self._wrap("jupyterhub.user", "User.spawn", SpawnRecorder(self.instruments).wrapper)
-        singleuser = SingleUserEnvironment(self.settings.singleuser_instrumentation)
-        self._wrap("jupyterhub.spawner", "Spawner.get_env", singleuser.wrapper)
-        if self.settings.exemplars == "on":
-            self._serve_openmetrics()
 
-        spawner_class = getattr(app, "spawner_class", None)
+class CatalogueExposition(Part):
+    name = "serving the catalogue on /hub/metrics"
+
+    def install(self) -> None:
+        t = self.telemetry
+        exposition = Exposition(t.instruments.collector(), t.catalogue.names(), t.registry)
+        self.on_uninstall(exposition.uninstall)
+        exposition.install()  # ValueError when another collector already serves a catalogue name
+        t.exposition = exposition
+        self.on_uninstall(lambda: setattr(t, "exposition", None))
+
+
+class RequestMetrics(Part):
+    name = "request metrics"
+    expects = (Expect("jupyterhub.log", "prometheus_log_method", ("handler",)),)
+
+    def install(self) -> None:
+        app = self.app
+        requests = RequestRecorder(self.telemetry.instruments, Routes(app.handlers), app.hub_prefix + "api")
+        self.wrap("jupyterhub.log", "prometheus_log_method", requests.wrapper)
+
+
+class LoginMetrics(Part):
+    name = "login metrics"
+    expects = (Expect("jupyterhub.handlers.base", "BaseHandler.login_user", ("self", "data")),)
+
+    def install(self) -> None:
+        self.wrap(
+            "jupyterhub.handlers.base", "BaseHandler.login_user", LoginRecorder(self.telemetry.instruments).wrapper
+        )
+
+
+class SpawnMetrics(Part):
+    name = "spawn metrics"
+    expects = (Expect("jupyterhub.user", "User.spawn", ("self", "server_name")),)
+
+    def install(self) -> None:
+        instruments = self.telemetry.instruments
+        self.wrap("jupyterhub.user", "User.spawn", SpawnRecorder(instruments).wrapper)
+        spawner_class = getattr(self.app, "spawner_class", None)
         if isinstance(spawner_class, type):
             # attempts and successes of the hub's spawner exist at zero from the start, like JupyterHub's own series:
             # rate() then counts the first spawn, and failures are attempts minus successes (alerts.yml)
             for name in ("spawn_success", "spawn_duration_seconds"):
-                self.instruments[name].declare((spawner_class.__name__,))
-        self.refresher = SnapshotRefresher(app, self.settings.refresh_interval)
-        self.refresher.refresh()
-        custom.bind(self.instruments, self.meter, self.users, self.registry, exposition.withhold)
-        self._undo.append(custom.unbind)
-        self.health = health.install(app, self.settings.health_interval, self._record_health, self._snapshot)
-        self._undo.append(health.uninstall)
-        if self.settings.resource_usage == "on":
-            interval = self.settings.refresh_interval
-            self.resources = resources.ResourceSampler(self._snapshot, self.instruments, self.users, interval)
-        if self.tracing is not None:
-            self.tracing.attach(app, initialize_started)
-            self._undo.append(self.tracing.detach)
+                instruments[name].declare((spawner_class.__name__,))
 
-    def _record_health(self, check: str, result: health.Result) -> None:
-        with guarded("recording a health check"):
-            status = health.STATUS_VALUE.get(result.status, -1.0)
-            self.instruments.set_gauge("health_check_status", (check,), status)
-            self.instruments.set_gauge("health_check_duration_seconds", (check,), result.duration_seconds)
-            self.instruments.set_gauge("health_check_timestamp_seconds", (check,), time.time())
 
-    def _serve_health_report(self, app: Any) -> None:
+class SingleUserServers(Part):
+    name = "the single-user servers' environment"
+    expects = (Expect("jupyterhub.spawner", "Spawner.get_env", ("self",)),)
+
+    def install(self) -> None:
+        environment = SingleUserEnvironment(self.telemetry.settings.singleuser_instrumentation)
+        self.wrap("jupyterhub.spawner", "Spawner.get_env", environment.wrapper)
+
+
+class OpenMetrics(Part):
+    name = "exemplars on /hub/metrics (OpenMetrics)"
+    expects = (
+        Expect("jupyterhub.handlers.metrics", "MetricsHandler.get", ("self",)),
+        Expect("jupyterhub.handlers.metrics", "generate_latest"),
+    )
+
+    def wanted(self) -> bool:
+        return self.telemetry.settings.exemplars == "on"
+
+    def install(self) -> None:
+        from jupyterhub.handlers import metrics as module
+
+        negotiation = OpenMetricsNegotiation(module.generate_latest)
+        module.generate_latest = negotiation.generate
+        self.on_uninstall(lambda: setattr(module, "generate_latest", negotiation.original))
+        self.wrap("jupyterhub.handlers.metrics", "MetricsHandler.get", negotiation.get)
+
+
+class HubState(Part):
+    name = "the hub-state snapshot"
+
+    def install(self) -> None:
+        t = self.telemetry
+        t.refresher = SnapshotRefresher(self.app, t.settings.refresh_interval)
+        self.on_uninstall(lambda: setattr(t, "refresher", None))
+
+    def start(self) -> None:
+        if self.telemetry.refresher is not None:
+            self.telemetry.refresher.start()
+
+    def stop(self) -> None:
+        if self.telemetry.refresher is not None:
+            self.telemetry.refresher.stop()
+
+
+class Custom(Part):
+    name = "custom metrics"
+
+    def install(self) -> None:
+        t = self.telemetry
+        withhold = t.exposition.withhold if t.exposition is not None else (lambda names: None)
+        metrics = custom.CustomMetrics(t.instruments, t.meter, t.users, t.registry, withhold, t.declarations)
+        self.on_uninstall(metrics.uninstall)
+        metrics.install()
+        t.custom = metrics
+        self.on_uninstall(lambda: setattr(t, "custom", None))
+
+
+class Health(Part):
+    name = "health checks"
+
+    def install(self) -> None:
+        t = self.telemetry
+        checks = health.HealthChecks(self._record)
+        for check in health.builtin_checks(self.app, t.settings.health_interval, t.snapshot):
+            checks.add(check)
+        t.check_registry.follow(checks)
+        self.on_uninstall(lambda: t.check_registry.unfollow(checks))
+        self._serve_report(checks)
+        t.health = checks
+        self.on_uninstall(lambda: setattr(t, "health", None))
+
+    def _serve_report(self, checks: health.HealthChecks) -> None:
         """``<hub>/api/jh-otel/health``, ahead of JupyterHub's catch-all routes."""
         from jupyterhub.utils import url_path_join
         from tornado.routing import PathMatches, Rule
 
-        spec = (url_path_join(app.hub_prefix, health.URL) + "$", health.handler_class())
+        app = self.app
+        spec = (url_path_join(app.hub_prefix, health.URL) + "$", health.handler_class(checks))
         router = app.tornado_application.wildcard_router
         rule = router.process_rule(Rule(PathMatches(spec[0]), spec[1]))
         router.rules.insert(0, rule)
@@ -129,15 +240,158 @@ class HubTelemetry:
             router.rules.remove(rule)
             app.handlers.remove(spec)
 
-        self._undo.append(undo)
+        self.on_uninstall(undo)
 
-    def _serve_openmetrics(self) -> None:
-        from jupyterhub.handlers import metrics as module
+    def _record(self, check: str, result: health.Result) -> None:
+        with guarded("recording a health check"):
+            instruments = self.telemetry.instruments
+            instruments.set_gauge("health_check_status", (check,), health.STATUS_VALUE.get(result.status, -1.0))
+            instruments.set_gauge("health_check_duration_seconds", (check,), result.duration_seconds)
+            instruments.set_gauge("health_check_timestamp_seconds", (check,), time.time())
 
-        negotiation = OpenMetricsNegotiation(module.generate_latest)
-        module.generate_latest = negotiation.generate
-        self._undo.append(lambda: setattr(module, "generate_latest", negotiation.original))
-        self._wrap("jupyterhub.handlers.metrics", "MetricsHandler.get", negotiation.get)
+    def start(self) -> None:
+        if self.telemetry.health is not None:
+            self.telemetry.health.start()
+
+    def stop(self) -> None:
+        if self.telemetry.health is not None:
+            self.telemetry.health.stop()
+
+
+class ResourceUsage(Part):
+    name = "per-server resource usage"
+
+    def wanted(self) -> bool:
+        return self.telemetry.settings.resource_usage == "on"
+
+    def install(self) -> None:
+        t = self.telemetry
+        self.sampler = resources.ResourceSampler(t.snapshot, t.instruments, t.users, t.settings.refresh_interval)
+
+    def start(self) -> None:
+        self.sampler.start()
+
+    def stop(self) -> None:
+        self.sampler.stop()
+
+
+class Traces(Part):
+    name = "traces"
+
+    def wanted(self) -> bool:
+        return self.telemetry.tracing is not None
+
+    def install(self) -> None:
+        tracing = self.telemetry.tracing
+        assert tracing is not None
+        self.on_uninstall(tracing.detach)
+        tracing.attach(self.app, self.telemetry.initialize_started)
+
+
+PARTS: tuple[type[Part], ...] = (
+    NativeMetrics,
+    CatalogueExposition,
+    RequestMetrics,
+    LoginMetrics,
+    SpawnMetrics,
+    SingleUserServers,
+    OpenMetrics,
+    HubState,
+    Custom,
+    Health,
+    ResourceUsage,
+    Traces,
+)
+"""The whole wiring of a hub, in install order."""
+
+
+class HubTelemetry:
+    def __init__(
+        self,
+        settings: Settings,
+        meter: Meter,
+        registry: CollectorRegistry = REGISTRY,
+        tracing: HubTracing | None = None,
+        parts: Sequence[type[Part]] = PARTS,
+        declarations: custom.Declarations = custom.DECLARED,
+        check_registry: health.CheckRegistry = health.REGISTRY,
+    ) -> None:
+        self.settings = settings
+        self.meter = meter
+        self.tracing = tracing
+        self.registry = registry
+        self.parts = tuple(parts)
+        self.declarations = declarations
+        self.check_registry = check_registry
+        self.catalogue = build_catalogue(settings)
+        self.users = custom.UserLabels(settings.max_user_labels)
+        exemplar = current_exemplar if settings.exemplars == "on" else None
+        self.instruments = Instruments(self.catalogue, meter, self.snapshot, exemplar)
+        self.app: Any = None
+        self.initialize_started: float | None = None
+        # set by the parts that make them, while installed
+        self.exposition: Exposition | None = None
+        self.refresher: SnapshotRefresher | None = None
+        self.custom: custom.CustomMetrics | None = None
+        self.health: health.HealthChecks | None = None
+        self.installed: list[Part] = []
+        self._unlog: list[Callable[[], None]] = []
+
+    def snapshot(self) -> Snapshot | None:
+        """The current hub-state snapshot, None before the first one."""
+        return self.refresher.current if self.refresher is not None else None
+
+    def attach(self, app: Any, initialize_started: float | None = None) -> bool:
+        """Install every part for ``app`` (the previous app, if any, is detached first): all, or none and False."""
+        self.detach()
+        self.app, self.initialize_started = app, initialize_started
+        self._log_through(app)
+        for part_class in self.parts:
+            part = part_class(self, app)
+            if not part.wanted() or (part.expects and unmet(part.name, part.expects, ("jupyterhub",))):
+                continue
+            try:
+                part.install()
+            except Exception as error:
+                log.error(
+                    "jh_otel: could not install %s (%s: %s); jh_otel is off for this hub, which serves JupyterHub's "
+                    "own metrics as without it",
+                    part.name,
+                    type(error).__name__,
+                    error,
+                )
+                log.debug("jh_otel: the failure of %s", part.name, exc_info=True)
+                part.uninstall()
+                self._uninstall()
+                return False
+            self.installed.append(part)
+        return True
+
+    def start(self) -> None:
+        for part in self.installed:
+            with guarded(f"starting {part.name}"):
+                part.start()
+
+    def stop(self) -> None:
+        for part in reversed(self.installed):
+            with guarded(f"stopping {part.name}"):
+                part.stop()
+
+    def _uninstall(self) -> None:
+        while self.installed:
+            self.installed.pop().uninstall()
+        self.app = None
+
+    def detach(self) -> None:
+        """Every part off, in reverse order, and the registry as it was; jh_otel keeps logging through the hub's
+        handlers."""
+        self.stop()
+        self._uninstall()
+
+    def close(self) -> None:
+        self.detach()
+        while self._unlog:
+            self._unlog.pop()()
 
     def _log_through(self, app: Any) -> None:
         """jh_otel's records go to the hub's log handlers, formatted like the hub's own."""
@@ -157,44 +411,3 @@ class HubTelemetry:
             ours.propagate = True
 
         self._unlog.append(undo)
-
-    def _wrap(self, module: str, name: str, wrapper: Any) -> None:
-        wrapt.wrap_function_wrapper(module, name, wrapper)
-        owner_path, _, attribute = name.rpartition(".")
-
-        def undo() -> None:
-            owner = __import__(module, fromlist=["_"])
-            for part in filter(None, owner_path.split(".")):
-                owner = getattr(owner, part)
-            unwrap(owner, attribute)
-
-        self._undo.append(undo)
-
-    def start(self) -> None:
-        if self.refresher is not None:
-            self.refresher.start()
-        if self.health is not None:
-            self.health.start()
-        if self.resources is not None:
-            self.resources.start()
-
-    def stop(self) -> None:
-        if self.refresher is not None:
-            self.refresher.stop()
-        if self.health is not None:
-            self.health.stop()
-        if self.resources is not None:
-            self.resources.stop()
-
-    def detach(self) -> None:
-        """Every hook off and the registry as it was; jh_otel keeps logging through the hub's handlers."""
-        self.stop()
-        while self._undo:
-            with guarded("removing a hook"):
-                self._undo.pop()()
-        self.app = None
-
-    def close(self) -> None:
-        self.detach()
-        while self._unlog:
-            self._unlog.pop()()

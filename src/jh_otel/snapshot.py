@@ -3,8 +3,11 @@
 Observable callbacks run on whichever thread collects (the Prometheus exporter's server thread, the OTLP reader's
 thread, the IOLoop for ``/hub/metrics``) and are not bounded by any timeout. So they never touch the database or
 the process table: they read :class:`Snapshot`, an immutable object that :class:`SnapshotRefresher` replaces as a
-whole from the IOLoop, where ``app.db`` belongs. A refresh costs one query whatever the number of users, one walk
-over the in-memory spawners (what JupyterHub itself does on every spawn), and a few reads of ``/proc``.
+whole. A refresh costs one walk over the in-memory spawners on the IOLoop (what JupyterHub itself does on every
+spawn), one query whatever the number of users, and a few reads of ``/proc``. The query runs on a pooled connection
+of the hub's engine in a thread of its own, bounded by a timeout: a database that is locked or slow to answer
+never holds the hub's event loop (the counts then keep their last values, and one warning says so). Until the
+first refresh there is no snapshot, and the gauges that read it are absent rather than zero.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import psutil
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from . import catalogue
+from ._offloop import OffLoop
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ class Snapshot:
     total_users: int = 0
     active_users: dict[tuple[str, ...], float] = field(default_factory=dict)
     running_servers: int = 0
-    pending_servers: dict[tuple[str, ...], float] = field(default_factory=dict)
+    pending_servers: int = 0
+    pending_servers_by_kind: dict[tuple[str, ...], float] = field(default_factory=dict)
     hub_memory_usage_bytes: int = 0
     hub_memory_total_bytes: int = 0
     hub_cpu_usage_percent: float = 0.0
@@ -118,25 +123,33 @@ def walk_servers(users: Any) -> Servers:
     return Servers(running, pending, tuple(local), tuple(spawns))
 
 
-def _one_row(db: Any, statement: Any) -> Any:
-    """Run a read-only query without touching the hub's session state.
-
-    On its own pooled connection, the query neither joins nor ends the session's transaction: ending it (a
-    rollback) would expire every object the hub holds, which at 10,000 users froze the event loop for ~90 ms.
-    In-memory SQLite has a single shared connection, so there the query goes through the session, as JupyterHub's
-    own metrics collector does.
-    """
+def shares_one_connection(engine: Any) -> bool:
+    """Whether ``engine`` has a single connection shared by everyone (in-memory SQLite): no other thread may use
+    it while the hub does, and no other process can lock it."""
     from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-    engine = db.get_bind()
-    if isinstance(engine.pool, SingletonThreadPool | StaticPool):
-        return db.execute(statement).one()
+    return isinstance(engine.pool, SingletonThreadPool | StaticPool)
+
+
+def one_row(engine: Any, statement: Any) -> Any:
+    """A read-only query on a pooled connection of the hub's engine: it neither joins nor ends the hub session's
+    transaction (ending it, a rollback, would expire every object the hub holds, which at 10,000 users froze the
+    event loop for ~90 ms). Safe from any thread: the engine and its pool are thread-safe."""
     with engine.connect() as connection:
         return connection.execute(statement).one()
 
 
-def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], float]]:
-    """(total users, active users by period) in one query, whatever the number of users."""
+def _one_row(db: Any, statement: Any) -> Any:
+    """:func:`one_row` on the hub's engine, or through the session when the engine shares one connection (as
+    JupyterHub's own metrics collector does); on the IOLoop thread only."""
+    engine = db.get_bind()
+    if shares_one_connection(engine):
+        return db.execute(statement).one()
+    return one_row(engine, statement)
+
+
+def user_counts(now: datetime) -> Any:
+    """The statement giving (total users, active users in each period) in one row, whatever the number of users."""
     from jupyterhub import orm
     from sqlalchemy import case, func, select
 
@@ -144,21 +157,30 @@ def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], floa
         func.coalesce(func.sum(case((orm.User.last_activity >= now - delta, 1), else_=0)), 0)
         for delta in PERIODS.values()
     ]
-    total, *counts = _one_row(db, select(func.count(orm.User.id), *active))
+    return select(func.count(orm.User.id), *active)
+
+
+def _counts(row: Any) -> tuple[int, dict[tuple[str, ...], float]]:
+    total, *counts = row
     return int(total), {(period,): int(value) for period, value in zip(PERIODS, counts)}
 
 
-def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
-    """Read the hub's state; call it on the IOLoop thread only (``app.users`` and ``app.db`` live there)."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    total, active = count_users(app.db, now)
-    servers = walk_servers(app.users)
+def count_users(db: Any, now: datetime) -> tuple[int, dict[tuple[str, ...], float]]:
+    """(total users, active users by period) in one query, on the IOLoop thread."""
+    return _counts(_one_row(db, user_counts(now)))
+
+
+def snapshot_of(
+    servers: Servers, counts: tuple[int, dict[tuple[str, ...], float]], sampler: ProcessSampler
+) -> Snapshot:
+    total, active = counts
     rss, cpu = sampler.sample()
     return Snapshot(
         total_users=total,
         active_users=active,
         running_servers=servers.running,
-        pending_servers=servers.pending,
+        pending_servers=int(sum(servers.pending.values())),
+        pending_servers_by_kind=servers.pending,
         local_servers=servers.local,
         spawns=servers.spawns,
         hub_memory_usage_bytes=rss,
@@ -167,27 +189,67 @@ def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
     )
 
 
+def take_snapshot(app: Any, sampler: ProcessSampler) -> Snapshot:
+    """Read the hub's state at once, the query on the calling thread; call it on the IOLoop thread only."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return snapshot_of(walk_servers(app.users), count_users(app.db, now), sampler)
+
+
 class SnapshotRefresher:
-    """Holds the current snapshot and refreshes it on the running event loop every ``interval`` seconds."""
+    """Holds the current snapshot (None until the first refresh) and refreshes it every ``interval`` seconds."""
+
+    QUERY_TIMEOUT = 10.0
+    """Seconds the users query may take before a refresh keeps the previous counts."""
 
     def __init__(self, app: Any, interval: float, sampler: ProcessSampler | None = None) -> None:
         self.app = app
         self.interval = interval
-        self.current = Snapshot()
+        self.current: Snapshot | None = None
         self._sampler = sampler
         self._task: asyncio.Task[None] | None = None
+        self._threads = OffLoop()
+        self._counts: tuple[int, dict[tuple[str, ...], float]] | None = None
+        self._stale = False
 
-    def __call__(self) -> Snapshot:
+    def __call__(self) -> Snapshot | None:
         return self.current
 
-    def refresh(self) -> None:
+    async def _count(self, now: datetime) -> tuple[int, dict[tuple[str, ...], float]] | None:
+        """The user counts: in a thread with a timeout, or the last ones when the database did not answer."""
+        engine = self.app.db.get_bind()
+        if shares_one_connection(engine):
+            return count_users(self.app.db, now)
+        statement = user_counts(now)
+        timeout = min(self.QUERY_TIMEOUT, self.interval)
+        try:
+            counts = _counts(await self._threads.run("snapshot", lambda: one_row(engine, statement), timeout))
+        except Exception as error:
+            if not self._stale:
+                self._stale = True
+                log.warning(
+                    "jh_otel: the users query of the hub-state snapshot failed (%s%s); user counts keep their last "
+                    "values",
+                    type(error).__name__,
+                    f": {error}" if str(error) else "",
+                )
+            return self._counts
+        if self._stale:
+            self._stale = False
+            log.info("jh_otel: the users query of the hub-state snapshot answers again")
+        self._counts = counts
+        return counts
+
+    async def refresh(self) -> None:
         """One refresh, guarded: a failure keeps the previous snapshot and is logged. jh_otel's own queries are
         not traced."""
         try:
             if self._sampler is None:
                 self._sampler = ProcessSampler()
             with suppress_instrumentation():
-                self.current = take_snapshot(self.app, self._sampler)
+                servers = walk_servers(self.app.users)
+                counts = await self._count(datetime.now(timezone.utc).replace(tzinfo=None))
+            if counts is not None:
+                self.current = snapshot_of(servers, counts, self._sampler)
         except Exception:
             log.warning("jh_otel: could not refresh the hub-state snapshot", exc_info=True)
 
@@ -197,7 +259,7 @@ class SnapshotRefresher:
 
     async def _run(self) -> None:
         while True:
-            self.refresh()
+            await self.refresh()
             await asyncio.sleep(self.interval)
 
     def stop(self) -> None:

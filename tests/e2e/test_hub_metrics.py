@@ -146,6 +146,7 @@ def test_gauges_equal_the_rest_api(stack: Stack) -> None:
     assert value(text, "jupyterhub_total_users") == len(users) == 4  # alice, bob, broken and the demo's admin
     assert value(text, "jupyterhub_running_servers") == running == 1
     assert value(text, "jupyterhub_pending_servers") == 0
+    assert all(value(text, "jupyterhub_pending_servers_by_kind", kind=k) == 0 for k in ("spawn", "stop", "check"))
     # alice and bob logged in, so they were active in the last 24 h
     assert value(text, "jupyterhub_active_users", period="24h") >= len(GOOD_LOGINS)
     assert value(text, "jupyterhub_hub_memory_usage_bytes") > 10 * 2**20

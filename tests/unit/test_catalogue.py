@@ -23,7 +23,7 @@ README = Path(__file__).parents[2] / "README.md"
 SEED = {
     "jupyterhub_total_users": (Kind.GAUGE, ()),
     "jupyterhub_running_servers": (Kind.GAUGE, ()),
-    "jupyterhub_pending_servers": (Kind.GAUGE, ("kind",)),
+    "jupyterhub_pending_servers": (Kind.GAUGE, ()),  # all pending servers, no labels: alerts written from the spec
     "jupyterhub_request_duration_seconds": (Kind.HISTOGRAM, ("method", "handler", "code")),
     "jupyterhub_request_count_total": (Kind.COUNTER, ("method", "handler", "code")),
     "jupyterhub_login_success_total": (Kind.COUNTER, ()),

@@ -16,18 +16,26 @@ from jh_otel.instruments import Instruments
 from jh_otel.settings import parse_settings
 from jh_otel.snapshot import Snapshot
 
+D = custom.Declarations()
+"""This module's declarations: its tests record and declare here, never into the process-wide default."""
+
+
+def installed(registry: CollectorRegistry, meter, cap: int = 3) -> custom.CustomMetrics:
+    instruments = Instruments(build_catalogue(parse_settings({})), meter, lambda: Snapshot())
+    registry.register(instruments.collector())
+    metrics = custom.CustomMetrics(instruments, meter, custom.UserLabels(cap), registry, declarations=D)
+    metrics.install()
+    return metrics
+
 
 @pytest.fixture
 def bound():
     reader = InMemoryMetricReader()
-    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
-    instruments = Instruments(build_catalogue(parse_settings({})), meter, Snapshot)
     registry = CollectorRegistry()
-    registry.register(instruments.collector())
-    custom.bind(instruments, meter, custom.UserLabels(3), registry)
+    metrics = installed(registry, MeterProvider(metric_readers=[reader]).get_meter("test"))
     yield registry, reader
-    custom.unbind()
-    custom._declared.clear()
+    metrics.uninstall()
+    D.instruments.clear()
 
 
 def lines(registry: CollectorRegistry, prefix: str) -> list[str]:
@@ -41,10 +49,10 @@ def otel_names(reader: InMemoryMetricReader) -> set[str]:
 
 def test_the_spec_helpers_record_the_spec_families(bound) -> None:
     registry, reader = bound
-    custom.record_custom_event("user_login", "alice")
-    custom.record_custom_event("cleanup")
-    custom.update_custom_gauge("gpu_memory", 2.5, "alice")
-    custom.update_custom_gauge("disk", 7)
+    custom.record_custom_event("user_login", "alice", declarations=D)
+    custom.record_custom_event("cleanup", declarations=D)
+    custom.update_custom_gauge("gpu_memory", 2.5, "alice", declarations=D)
+    custom.update_custom_gauge("disk", 7, declarations=D)
     assert lines(registry, "jupyterhub_custom_events_total") == [
         'jupyterhub_custom_events_total{event_type="user_login",user="alice"} 1.0',
         'jupyterhub_custom_events_total{event_type="cleanup",user="anonymous"} 1.0',
@@ -59,27 +67,27 @@ def test_the_spec_helpers_record_the_spec_families(bound) -> None:
 def test_timed_operations_sync_async_decorator_and_block(bound) -> None:
     registry, _ = bound
 
-    @custom.time_custom_operation("sync_fn")
+    @custom.time_custom_operation("sync_fn", declarations=D)
     def work() -> int:
         return 3
 
-    @custom.time_custom_operation("async_fn")
+    @custom.time_custom_operation("async_fn", declarations=D)
     async def awork() -> int:
         await asyncio.sleep(0)
         return 4
 
-    @custom.time_custom_operation("failing")
+    @custom.time_custom_operation("failing", declarations=D)
     def fail() -> None:
         raise ValueError("no")
 
     async def blocks() -> None:
-        async with custom.time_custom_operation("async_block"):
+        async with custom.time_custom_operation("async_block", declarations=D):
             pass
 
     assert work() == 3 and asyncio.run(awork()) == 4
     with pytest.raises(ValueError):
         fail()
-    with custom.time_custom_operation("sync_block", status="partial"):
+    with custom.time_custom_operation("sync_block", status="partial", declarations=D):
         pass
     asyncio.run(blocks())
     counts = lines(registry, "jupyterhub_custom_operation_duration_seconds_count")
@@ -97,9 +105,11 @@ def test_timed_operations_sync_async_decorator_and_block(bound) -> None:
 
 def test_declared_instruments_land_in_both_exports(bound) -> None:
     registry, reader = bound
-    logins = custom.counter("user_login", "Total user logins", ["username", "authenticator"])
-    launches = custom.histogram("notebook_launch_duration_seconds", "Time to launch", ["username", "spawner_type"])
-    quota = custom.gauge("quota_bytes", "Quota", ["username"])
+    logins = custom.counter("user_login", "Total user logins", ["username", "authenticator"], declarations=D)
+    launches = custom.histogram(
+        "notebook_launch_duration_seconds", "Time to launch", ["username", "spawner_type"], declarations=D
+    )
+    quota = custom.gauge("quota_bytes", "Quota", ["username"], declarations=D)
     logins.inc(username="bob", authenticator="PAMAuthenticator")
     launches.observe(2.0, username="bob", spawner_type="LocalProcessSpawner")
     with launches.time(username="carol", spawner_type="LocalProcessSpawner"):
@@ -118,29 +128,30 @@ def test_declared_instruments_land_in_both_exports(bound) -> None:
 
 
 def test_instruments_declared_before_the_hub_is_instrumented_are_served_after() -> None:
-    early = custom.counter("early_events", "declared in jupyterhub_config.py")
+    """An instrument declared in the config before the hub is instrumented records nothing until the custom-metrics
+    part installs, is served while it is installed, and records nothing (without error) after it uninstalls."""
+    early = custom.counter("early_events", "declared in jupyterhub_config.py", declarations=D)
     early.inc()  # nothing to record into yet: ignored
+    registry = CollectorRegistry()
+    metrics = installed(registry, MeterProvider().get_meter("test"))
     try:
-        meter = MeterProvider().get_meter("test")
-        instruments = Instruments(build_catalogue(parse_settings({})), meter, Snapshot)
-        registry = CollectorRegistry()
-        custom.bind(instruments, meter, custom.UserLabels(3), registry)
         early.inc(2)
         assert lines(registry, "jupyterhub_early_events_total") == ["jupyterhub_early_events_total 2.0"]
-        custom.unbind()
+        metrics.uninstall()
         assert lines(registry, "jupyterhub_early_events_total") == []
-        early.inc()  # after unbind: ignored, no error
+        early.inc()  # after uninstall: ignored, no error
+        custom.record_custom_event("late", declarations=D)  # likewise
     finally:
-        custom.unbind()
-        custom._declared.clear()
+        metrics.uninstall()
+        D.instruments.clear()
 
 
 def test_a_flood_of_user_names_stays_within_the_cap(bound, caplog) -> None:
     registry, _ = bound
-    logins = custom.counter("user_login", "Total user logins", ["username"])
+    logins = custom.counter("user_login", "Total user logins", ["username"], declarations=D)
     with caplog.at_level(logging.WARNING):
         for i in range(50):
-            custom.record_custom_event("login", f"user{i}")
+            custom.record_custom_event("login", f"user{i}", declarations=D)
             logins.inc(username=f"user{i}")
     events = lines(registry, "jupyterhub_custom_events_total")
     assert len(events) == 4  # the cap of 3, and _other
@@ -156,7 +167,7 @@ def test_a_flood_of_user_names_stays_within_the_cap(bound, caplog) -> None:
 def test_a_bad_declaration_logs_one_line_and_records_nothing(bound, caplog, name, labels, problem) -> None:
     registry, _ = bound
     before = generate_latest(registry)
-    metric = custom.counter(name, "x", labels)
+    metric = custom.counter(name, "x", labels, declarations=D)
     metric.inc(**dict.fromkeys(labels, "v"))
     assert generate_latest(registry) == before
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -165,7 +176,7 @@ def test_a_bad_declaration_logs_one_line_and_records_nothing(bound, caplog, name
 
 def test_a_name_already_served_is_refused_without_raising(bound, caplog) -> None:
     registry, _ = bound
-    clash = custom.counter("custom_events", "clashes with the catalogue", ["event_type", "user"])
+    clash = custom.counter("custom_events", "clashes with the catalogue", ["event_type", "user"], declarations=D)
     clash.inc(event_type="x", user="y")
     assert "cannot serve jupyterhub_custom_events_total" in caplog.text
     assert lines(registry, "jupyterhub_custom_events_total") == []

@@ -138,15 +138,19 @@ def test_a_failing_openmetrics_exposition_falls_back_to_text(caplog) -> None:
 
 
 def test_the_hub_telemetry_installs_and_removes_the_negotiation() -> None:
+    """The OpenMetrics part replaces the handler module's ``generate_latest`` and wraps ``MetricsHandler.get``, and
+    its uninstall puts both back."""
     from jupyterhub.handlers import metrics as module
 
-    from jh_otel.runtime import HubTelemetry
+    from jh_otel.runtime import HubTelemetry, OpenMetrics
 
     original = module.generate_latest
     telemetry = HubTelemetry(parse_settings({"OTEL_PYTHON_JUPYTERHUB_EXEMPLARS": "on"}), MeterProvider().get_meter("t"))
-    telemetry._serve_openmetrics()
+    part = OpenMetrics(telemetry, None)
+    assert part.wanted()
+    part.install()
     assert module.generate_latest is not original
     assert hasattr(module.MetricsHandler.get, "__wrapped__")
-    telemetry.detach()
+    part.uninstall()
     assert module.generate_latest is original
     assert not hasattr(module.MetricsHandler.get, "__wrapped__")

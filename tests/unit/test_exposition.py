@@ -94,16 +94,20 @@ def test_declared_custom_instruments_are_served_once() -> None:
         instruments = Instruments(CATALOGUE, meter, Snapshot)
         exposition = Exposition(instruments.collector(), NAMES, registry)
         exposition.install()
+        declarations = custom.Declarations()
+        metrics = custom.CustomMetrics(
+            instruments,
+            meter,
+            custom.UserLabels(10),
+            registry,
+            exposition.withhold if withhold else (lambda names: None),
+            declarations,
+        )
+        metrics.install()
         try:
-            custom.bind(
-                instruments,
-                meter,
-                custom.UserLabels(10),
-                registry,
-                exposition.withhold if withhold else (lambda names: None),
+            custom.counter("user_login", "Total user logins", ["username"], declarations=declarations).inc(
+                username="ann"
             )
-            custom.counter("user_login", "Total user logins", ["username"]).inc(username="ann")
             assert family_counts(registry)["jupyterhub_user_login"] == expected
         finally:
-            custom.unbind()
-            custom._declared.clear()
+            metrics.uninstall()

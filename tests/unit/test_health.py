@@ -9,10 +9,18 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import sqlalchemy
+from sqlalchemy.orm import Session
 
 from jh_otel import health
 from jh_otel.health import Check, HealthChecks
 from jh_otel.snapshot import Snapshot
+
+
+def in_memory_app(url: str = "sqlite://") -> SimpleNamespace:
+    """What the built-in checks read of a hub: its database session and URL."""
+    engine = sqlalchemy.create_engine(url)
+    return SimpleNamespace(db=Session(engine), db_url=url)
 
 
 def run(check: Check, runner: HealthChecks | None = None) -> health.Result:
@@ -134,9 +142,24 @@ def test_the_report_is_the_worst_status() -> None:
     ],
 )
 def test_a_bad_registration_logs_one_line(args, problem: str, caplog) -> None:
-    health.register_check(*args)
+    """A registration with a bad name, function, interval or timeout logs its problem and registers nothing."""
+    registry = health.CheckRegistry()
+    health.register_check(*args, registry=registry)
     assert problem in caplog.text
-    assert "x" not in health._registered and "" not in health._registered
+    assert registry.checks == {}
+
+
+def test_checks_registered_before_or_after_the_runner_exists_are_run() -> None:
+    """A runner that follows the registry gets the checks registered before and after it started following."""
+    registry = health.CheckRegistry()
+    health.register_check("early", healthy, registry=registry)
+    runner = HealthChecks(lambda n, r: None)
+    registry.follow(runner)
+    health.register_check("late", healthy, registry=registry)
+    assert set(runner.checks) == {"early", "late"}
+    registry.unfollow(runner)
+    health.register_check("after", healthy, registry=registry)
+    assert "after" not in runner.checks
 
 
 @pytest.mark.parametrize(
@@ -144,8 +167,9 @@ def test_a_bad_registration_logs_one_line(args, problem: str, caplog) -> None:
     [(5, 30, "healthy"), (40, 30, "unhealthy"), (100, 630, "healthy"), (700, 630, "unhealthy")],
 )
 def test_the_spawners_check_finds_spawns_pending_past_their_timeout(age: float, limit: float, status: str) -> None:
+    """A spawn pending longer than its spawner's start and HTTP timeouts makes the spawners check unhealthy."""
     snapshot = Snapshot(spawns=(("alice/gpu", time.time() - age, limit),))
-    (check,) = [c for c in health.builtin_checks(SimpleNamespace(), 30, lambda: snapshot) if c.name == "spawners"]
+    (check,) = [c for c in health.builtin_checks(in_memory_app(), 30, lambda: snapshot) if c.name == "spawners"]
     result = run(check)
     assert result.status == status, result
     if status == "unhealthy":
@@ -165,3 +189,133 @@ def test_checks_run_untraced() -> None:
     run(Check("probe", probe))
     assert seen == [False]
     assert is_instrumentation_enabled()
+
+
+def test_a_sync_check_that_hangs_is_timed_out_never_doubled_and_runs_in_a_daemon_thread() -> None:
+    """A sync check that never returns is an error at its timeout, the next run does not start a second copy, and
+    its thread is a daemon, so the hub's exit does not wait for it."""
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def hangs_forever() -> bool:
+        threads.append(threading.current_thread())
+        release.wait(30)
+        return True
+
+    runner = HealthChecks(lambda n, r: None)
+    check = Check("hang", hangs_forever, timeout=0.2)
+
+    async def main() -> list[health.Result]:
+        return [await runner.run(check), await runner.run(check)]
+
+    first, second = asyncio.run(main())
+    release.set()
+    assert (first.status, first.detail) == ("error", "no answer within 0.2 s")
+    assert second.status == "error" and second.detail.startswith("still running since an earlier run")
+    assert len(threads) == 1 and threads[0].daemon
+
+
+def test_a_sync_check_runs_with_instrumentation_suppressed_in_its_thread() -> None:
+    """The suppression that keeps checks untraced reaches the thread a sync check runs in."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    seen = []
+    run(Check("sync", lambda: seen.append(is_instrumentation_enabled()) or True))
+    assert seen == [False]
+
+
+def test_the_database_check_of_a_locked_sqlite_file_fails_within_its_timeout_without_holding_the_loop(tmp_path) -> None:
+    """Another process holds the hub's SQLite file locked: the database check is unhealthy (or an error) within its
+    timeout while the event loop keeps ticking."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "hub.sqlite"
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE users (id INTEGER)"))
+    locker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        app = SimpleNamespace(db=Session(engine), db_url=f"sqlite:///{path}")
+        (check,) = [c for c in health.builtin_checks(app, 1.0, lambda: None) if c.name == "database"]
+
+        async def main() -> tuple[health.Result, float]:
+            gaps: list[float] = []
+            last = time.perf_counter()
+
+            async def ticker() -> None:
+                nonlocal last
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            task = asyncio.ensure_future(ticker())
+            result = await HealthChecks(lambda n, r: None).run(check)
+            task.cancel()
+            return result, max(gaps)
+
+        result, longest_gap = asyncio.run(main())
+    finally:
+        locker.kill()
+        locker.wait()
+    assert result.status in ("unhealthy", "error"), result
+    assert result.duration_seconds < 1.5
+    assert longest_gap < 0.2
+
+
+class _ChpResponse:
+    """What JupyterHub 6's proxy API request returns (aiohttp)."""
+
+    async def json(self) -> dict:
+        return {"/": {"target": "http://127.0.0.1:8081", "jupyterhub": True}, "/user/a/": {}}
+
+
+class _Proxy:
+    def __init__(self, response) -> None:
+        self.response = response
+        self.polled = 0
+
+    async def api_request(self, path: str, method: str = "GET", body=None):
+        assert path == "" and method == "GET"
+        return self.response
+
+    async def get_all_routes(self) -> dict:
+        self.polled += 1  # JupyterHub times this into jupyterhub_proxy_poll_duration_seconds
+        return {}
+
+
+@pytest.mark.parametrize(
+    "response",
+    [_ChpResponse(), SimpleNamespace(body=b'{"/": {}, "/user/a/": {}}')],
+    ids=["jupyterhub6", "jupyterhub5"],
+)
+def test_the_proxy_check_asks_the_proxy_api_not_the_timed_route_poll(response) -> None:
+    """The proxy check lists the routes with the proxy's own API request, so JupyterHub's poll histogram counts
+    JupyterHub's polls only."""
+    proxy = _Proxy(response)
+    assert asyncio.run(health.proxy_routes(proxy)) == 2
+    assert proxy.polled == 0
+
+
+def test_a_proxy_without_an_api_request_is_asked_for_its_routes() -> None:
+    """Proxy classes other than configurable-http-proxy (whose route listing JupyterHub does not time) are asked
+    with ``get_all_routes``."""
+
+    class OtherProxy:
+        async def get_all_routes(self) -> dict:
+            return {"/": {}}
+
+    assert asyncio.run(health.proxy_routes(OtherProxy())) == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -9,7 +12,7 @@ import pytest
 from jupyterhub import orm
 from sqlalchemy import event, inspect
 
-from jh_otel.snapshot import ProcessSampler, Snapshot, SnapshotRefresher, count_users, take_snapshot, walk_servers
+from jh_otel.snapshot import ProcessSampler, SnapshotRefresher, count_users, take_snapshot, walk_servers
 
 NOW = datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -108,15 +111,89 @@ def test_take_snapshot_reads_everything_and_leaves_the_session_alone(url: str, t
     assert not any(inspect(user).expired for user in loaded)
 
 
-def test_a_failed_refresh_keeps_the_previous_snapshot() -> None:
-    """If the database fails, the refresher logs and keeps serving the last good snapshot."""
+def test_there_is_no_snapshot_before_the_first_refresh_and_a_failed_refresh_keeps_the_last() -> None:
+    """Before its first refresh the refresher has no snapshot (the gauges are absent, not zero); if the database
+    fails, it logs and keeps serving the last good snapshot."""
     db = database(3)
     app = SimpleNamespace(db=db, users={})
     refresher = SnapshotRefresher(app, 1)
-    refresher.refresh()
+    assert refresher() is None
+    asyncio.run(refresher.refresh())
     good = refresher()
-    assert good.total_users == 3
+    assert good is not None and good.total_users == 3
     app.db = SimpleNamespace(get_bind=lambda: 1 / 0)
-    refresher.refresh()
+    asyncio.run(refresher.refresh())
     assert refresher() is good
-    assert Snapshot().total_users == 0
+
+
+class _Records(logging.Handler):
+    """Collects records (JupyterHub's alembic logging config replaces the root handlers pytest's caplog uses)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_refresh_queries_a_database_file_off_the_loop_and_survives_a_lock(tmp_path) -> None:
+    """With a database file, the users query runs in a thread with a timeout: a file another process holds locked
+    delays no tick of the event loop by more than a fraction of the timeout, and the counts keep their last values
+    with one warning."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "hub.sqlite"
+    db = database(4, f"sqlite:///{path}")
+    app = SimpleNamespace(db=db, users={"a": SimpleNamespace(spawners={"": spawner(pending="spawn")})})
+    refresher = SnapshotRefresher(app, 1)
+    refresher.QUERY_TIMEOUT = 0.3
+    asyncio.run(refresher.refresh())
+    assert refresher() is not None and refresher().total_users == 4 and refresher().pending_servers == 1
+    db.commit()
+    locker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+
+        async def main() -> float:
+            gaps: list[float] = []
+            last = time.perf_counter()
+
+            async def ticker() -> None:
+                nonlocal last
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            task = asyncio.ensure_future(ticker())
+            await refresher.refresh()
+            task.cancel()
+            return max(gaps)
+
+        records = _Records()
+        logging.getLogger("jh_otel.snapshot").addHandler(records)
+        try:
+            longest_gap = asyncio.run(main())
+        finally:
+            logging.getLogger("jh_otel.snapshot").removeHandler(records)
+    finally:
+        locker.kill()
+        locker.wait()
+    assert longest_gap < 0.2
+    assert refresher().total_users == 4  # the last counts
+    assert [m for m in records.messages if "users query" in m] == [
+        "jh_otel: the users query of the hub-state snapshot failed (TimeoutError); user counts keep their last values"
+    ]
