@@ -99,8 +99,15 @@ def configure(*, sdk: bool = True, **kwargs: Any) -> None:
     if instrumentor.is_instrumented_by_opentelemetry:
         return
     if sdk:
+        import logging
+        import os
+
         from opentelemetry.instrumentation.auto_instrumentation import initialize
 
+        from .environment_variables import prepare
+
+        for line in prepare(os.environ):  # a bad standard setting costs only that setting (jh_otel.standard)
+            logging.getLogger("jh_otel").error("%s", line)
         initialize()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(**kwargs)

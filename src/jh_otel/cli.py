@@ -17,13 +17,12 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
+from . import standard
 from .catalogue import build_catalogue
 from .settings import parse_settings
 
-OTLP_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
 SAMPLERS = (
     "always_on",
     "always_off",
@@ -32,7 +31,6 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-SIGNALS = {"traces": "OTEL_TRACES_EXPORTER", "metrics": "OTEL_METRICS_EXPORTER", "logs": "OTEL_LOGS_EXPORTER"}
 POSITIVE_INTEGERS = (
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_METRIC_EXPORT_TIMEOUT",
@@ -43,67 +41,12 @@ POSITIVE_INTEGERS = (
 )
 
 
-def installed_exporters(signal: str) -> tuple[str, ...]:
-    """Exporter names the SDK can load for ``signal`` (its entry points), plus ``none``."""
-    names = {ep.name for ep in entry_points(group=f"opentelemetry_{signal}_exporter")}
-    return tuple(sorted(names | {"none"}))
-
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _protocol(environ: Mapping[str, str], signal: str) -> str:
-    """The OTLP protocol of ``signal`` ("" for the shared setting): its own, else the shared one, else grpc."""
-    own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip() if signal else ""
-    return own or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "grpc"
-
-
-def _with_scheme(value: str, protocol: str) -> str:
-    """The gRPC exporters also take a bare ``host:port``."""
-    return value if "://" in value or protocol != "grpc" else f"http://{value}"
-
-
-def _endpoint_problem(name: str, value: str) -> str | None:
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-        return f"{name}={value!r} is invalid: expected a URL such as http://collector:4318"
-    return None
-
-
 def setting_problems(environ: Mapping[str, str]) -> list[str]:
-    """Every bad jh_otel or OpenTelemetry setting in ``environ``, one line each."""
+    """Every bad jh_otel or OpenTelemetry setting in ``environ``, one line each: jh_otel's own, the standard ones
+    that would stop the SDK's configuration (:mod:`jh_otel.standard`, which jh_otel leaves out at start), and those
+    the SDK itself replaces by a default with a warning of its own."""
     problems = list(parse_settings(environ).errors)
-    for signal, variable in SIGNALS.items():
-        accepted = installed_exporters(signal)
-        for exporter in _split(environ.get(variable, "")):
-            if exporter not in accepted:
-                problems.append(f"{variable}: unknown exporter {exporter!r}: expected one of {', '.join(accepted)}")
-    for variable in ("OTEL_EXPORTER_OTLP_PROTOCOL", *(f"OTEL_EXPORTER_OTLP_{s.upper()}_PROTOCOL" for s in SIGNALS)):
-        value = environ.get(variable, "").strip()
-        if value and value not in OTLP_PROTOCOLS:
-            problems.append(f"{variable}={value!r} is invalid: expected one of {', '.join(OTLP_PROTOCOLS)}")
-    for signal, variable in [("", "OTEL_EXPORTER_OTLP_ENDPOINT")] + [
-        (s, f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT") for s in SIGNALS
-    ]:
-        value = environ.get(variable, "").strip()
-        if value:
-            problem = _endpoint_problem(variable, _with_scheme(value, _protocol(environ, signal)))
-            if problem:
-                problems.append(problem)
-    shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    if shared and "://" not in shared and not _endpoint_problem("", _with_scheme(shared, _protocol(environ, ""))):
-        for signal in otlp_endpoints(environ):
-            protocol = _protocol(environ, signal)
-            if protocol != "grpc" and not environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip():
-                problems.append(
-                    f"OTEL_EXPORTER_OTLP_ENDPOINT={shared!r} is invalid for {signal} over {protocol}: "
-                    "expected a URL such as http://collector:4318"
-                )
+    problems += [finding.message for finding in standard.findings(environ)]
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip()
     if sampler and sampler not in SAMPLERS:
         problems.append(f"OTEL_TRACES_SAMPLER={sampler!r} is invalid: expected one of {', '.join(SAMPLERS)}")
@@ -115,9 +58,6 @@ def setting_problems(environ: Mapping[str, str]) -> list[str]:
             ratio = -1.0
         if not 0.0 <= ratio <= 1.0:
             problems.append(f"OTEL_TRACES_SAMPLER_ARG={argument!r} is invalid: expected a ratio from 0 to 1")
-    port = environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip()
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        problems.append(f"OTEL_EXPORTER_PROMETHEUS_PORT={port!r} is invalid: expected a port from 1 to 65535")
     for variable in POSITIVE_INTEGERS:
         value = environ.get(variable, "").strip()
         if value and not (value.isdigit() and int(value) > 0):
@@ -134,14 +74,11 @@ def otlp_endpoints(environ: Mapping[str, str]) -> dict[str, str]:
     the protocol's default)."""
     shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
     found = {}
-    for signal, variable in SIGNALS.items():
-        exporters = _split(environ.get(variable, "")) or (["otlp"] if signal != "logs" else [])
-        if not any(e.startswith("otlp") for e in exporters):
-            continue
-        protocol = _protocol(environ, signal)
+    for signal in standard.otlp_signals(environ):
+        protocol = standard.protocol(environ, signal)
         own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
         default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
-        found[signal] = _with_scheme(own or shared or default, protocol)
+        found[signal] = standard.with_scheme(own or shared or default, protocol)
     return found
 
 
@@ -151,7 +88,7 @@ def reachability_problems(
     """One line per OTLP endpoint that does not accept a TCP connection within ``timeout``."""
     problems = []
     for signal, url in otlp_endpoints(environ).items():
-        if _endpoint_problem("", url):
+        if standard.endpoint_problem(url):
             continue  # already reported as a setting
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -56,6 +56,9 @@ BAD = [
     ("OTEL_METRIC_EXPORT_INTERVAL", "-5"),
     ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
     ("OTEL_SERVICE_NAME", ""),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),  # the SDK's configurator has no http/json exporter
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+    ("OTEL_PROPAGATORS", "tracecontext,b3"),
 ]
 
 
@@ -96,7 +99,7 @@ def test_a_bare_host_and_port_is_accepted_for_grpc_only(capsys) -> None:
         code, lines = check(grpc | {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, capsys=capsys)
         assert code == 1 and lines[0] == (
             f"OTEL_EXPORTER_OTLP_ENDPOINT={bare!r} is invalid for traces over http/protobuf: "
-            "expected a URL such as http://collector:4318"
+            "expected a URL such as http://collector:4318; traces use the default http://localhost:4318/v1/traces"
         )
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
-from jh_otel.hooks.singleuser import SingleUserEnvironment, auto_instrumentation_dir, inherited, without_wrapper
+from jh_otel.hooks.singleuser import (
+    INHERITED,
+    SingleUserEnvironment,
+    auto_instrumentation_dir,
+    inherited,
+    without_wrapper,
+)
 
 WRAPPER = auto_instrumentation_dir()
 
@@ -37,6 +43,41 @@ def test_inherit_gives_the_hub_settings_under_another_service_name() -> None:
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,"
         "jupyterhub.user.name=a%20lice,jupyterhub.server.name=gpu%2C1",
     }
+
+
+def test_inherit_passes_on_no_credential_and_nothing_off_the_allow_list() -> None:
+    """Headers, client keys and certificates, user info in an endpoint and unknown OTEL_* variables stay in the hub;
+    the operator's own spawner environment (for servers that must authenticate) is kept."""
+    hub = {
+        "OTEL_SERVICE_NAME": "jupyterhub",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://user:hunter2@collector:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=collector-secret",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=traces-secret",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY": "/etc/hub/client.key",
+        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE": "/etc/hub/client.crt",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/hub/ca.crt",
+        "OTEL_SOMETHING_NEW": "x",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_PROPAGATORS": "tracecontext,baggage",
+    }
+    spawner_env = {"OTEL_EXPORTER_OTLP_HEADERS": "api-key=for-servers"}
+    env = inherited(dict(spawner_env), hub, "u", "")
+    assert env == {
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=for-servers",
+        "OTEL_SERVICE_NAME": "jupyterhub-singleuser",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_PROPAGATORS": "tracecontext,baggage",
+        "OTEL_RESOURCE_ATTRIBUTES": "jupyterhub.user.name=u,jupyterhub.server.name=",
+    }
+    assert not any("HEADERS" in k or "CLIENT" in k or "CERTIFICATE" in k for k in INHERITED)
 
 
 def test_inherit_keeps_a_service_name_the_operator_gave_the_spawner() -> None:

@@ -1,0 +1,96 @@
+"""jh_otel's variables as ``opentelemetry-instrument`` options, and the standard ones checked before the hub starts.
+
+``opentelemetry-instrument`` imports each module of the ``opentelemetry_environment_variables`` entry-point group
+to offer the ``OTEL_*`` names it defines as options: ``opentelemetry-instrument --jupyterhub_refresh_interval 5
+jupyterhub`` sets ``OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL``. It does so in its own process, before it starts the
+program and before the program configures the SDK. That is the one moment when a bad standard setting can still be
+taken out before it stops the SDK's configurator, and with it every instrumentor (:mod:`jh_otel.standard`). So when
+the wrapper imports this module, it also:
+
+- leaves out each standard value that would stop the configuration, with one line on stderr naming the variable,
+  the accepted values and what is used instead (the hub starts with the rest of its configuration);
+- adds ``sqlalchemy`` to ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` when the installed SQLAlchemy is outside the range
+  the contrib SQLAlchemy instrumentor declares (2.1 and later): that instrumentor would skip it anyway with an
+  error line saying "nothing can be instrumented", while jh_otel traces the hub's engine itself.
+
+The environment it leaves is the one the hub, and every process the hub starts, inherits. Values given as
+options on the wrapper's command line are applied after this check and are not checked here; ``jh-otel check``
+checks any environment before a deploy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+from .settings import (
+    OTEL_PYTHON_JUPYTERHUB_EXEMPLARS,
+    OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL,
+    OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION,
+    OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS,
+    OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL,
+    OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE,
+    OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT,
+    OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION,
+    OTEL_PYTHON_JUPYTERHUB_TRACES,
+)
+
+__all__ = [
+    "OTEL_PYTHON_JUPYTERHUB_EXEMPLARS",
+    "OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL",
+    "OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION",
+    "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS",
+    "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL",
+    "OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE",
+    "OTEL_PYTHON_JUPYTERHUB_SHUTDOWN_TIMEOUT",
+    "OTEL_PYTHON_JUPYTERHUB_SINGLEUSER_INSTRUMENTATION",
+    "OTEL_PYTHON_JUPYTERHUB_TRACES",
+    "prepare",
+]
+
+DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+WRAPPER = "opentelemetry-instrument"
+
+
+def sqlalchemy_outside_contrib_range() -> bool:
+    """Whether the installed SQLAlchemy falls outside what the contrib instrumentor declares (read from metadata,
+    without importing either)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    try:
+        installed = version("sqlalchemy")
+        declared = requires("opentelemetry-instrumentation-sqlalchemy") or []
+    except PackageNotFoundError:
+        return False
+    for line in declared:
+        requirement = Requirement(line)
+        if requirement.name.lower() == "sqlalchemy":
+            return not requirement.specifier.contains(installed, prereleases=True)
+    return False
+
+
+def prepare(environ: MutableMapping[str, str]) -> list[str]:
+    """Make ``environ`` one the SDK can be configured from (:func:`jh_otel.standard.sanitize`) and quiet the
+    contrib SQLAlchemy instrumentor where it cannot apply; returns the lines to show."""
+    from .standard import sanitize, split
+
+    lines = sanitize(environ)
+    disabled = split(environ.get(DISABLED, ""))
+    if "sqlalchemy" not in disabled and "*" not in disabled and sqlalchemy_outside_contrib_range():
+        environ[DISABLED] = ",".join([*disabled, "sqlalchemy"])
+    return lines
+
+
+def _in_the_wrapper() -> bool:
+    return os.path.basename(sys.argv[0]) == WRAPPER
+
+
+if _in_the_wrapper():
+    try:
+        for _line in prepare(os.environ):
+            print(_line, file=sys.stderr)
+    except Exception as _error:  # the wrapper must start the program whatever happens here
+        print("jh_otel: could not check the OpenTelemetry settings:", type(_error).__name__, _error, file=sys.stderr)
