@@ -19,7 +19,7 @@ from .._guard import guarded
 from ..compat import Expect, unmet
 from ..settings import Settings
 from ..version import __version__
-from . import encoding
+from . import client, encoding
 from .logs import correlate
 from .operations import Operations
 from .scrubbing import KnownSecrets, wrap_exporters
@@ -87,6 +87,10 @@ class ProcessTracing:
             if undo is not None:
                 self._undo += undo
                 corrected = True
+        with guarded("suppressing tornado client spans where asked"):
+            from opentelemetry.instrumentation import tornado as contrib_tornado
+
+            self._undo += client.install(contrib_tornado)
         with guarded("choosing HTTP semantic conventions"):
             # spans and the contrib client metrics alike (``http.client.request.duration`` in seconds, not the old
             # ``http.client.duration`` in milliseconds that promtool rejects)
