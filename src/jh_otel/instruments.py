@@ -38,9 +38,15 @@ class Recorder:
     """
 
     def __init__(
-        self, family: Family, prefix: str, meter: Meter, exemplar: Callable[[], dict[str, str] | None] | None = None
+        self,
+        family: Family,
+        prefix: str,
+        meter: Meter,
+        exemplar: Callable[[], dict[str, str] | None] | None = None,
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         self.family = family
+        self._serving = serving
         name = f"{prefix}_{family.name}"
         desc, unit = family.help, family.unit
         otel_name = family.instrument(prefix)
@@ -94,7 +100,9 @@ class Recorder:
             self._otel(value, attributes)
 
     def _observe(self, options: CallbackOptions) -> list[Observation]:
-        """The counter's cumulative values, for OpenTelemetry's collection."""
+        """The counter's cumulative values, for OpenTelemetry's collection (none while the hub is not served)."""
+        if not self._serving():
+            return []
         try:
             return [
                 Observation(sample.value, sample.labels)
@@ -108,7 +116,14 @@ class Recorder:
 
 
 class Instruments:
-    """Every catalogue family, created once from one meter; gauges observe ``snapshot()``."""
+    """Every catalogue family, created once from one meter; gauges observe ``snapshot()``.
+
+    ``serving`` says whether the hub's telemetry is installed: while it is not (before the hub attaches, after a
+    failed install, after detach) OpenTelemetry's collection observes nothing of the catalogue, so no reader
+    reports zeros that JupyterHub never counted.
+    """
+
+    serving = True
 
     def __init__(
         self,
@@ -127,12 +142,15 @@ class Instruments:
                 self.gauges[family.name] = read
                 meter.create_observable_gauge(
                     family.instrument(catalogue.prefix),
-                    callbacks=[_observe(family, read)],
+                    callbacks=[_observe(family, read, self._is_serving)],
                     unit=family.unit,
                     description=family.help,
                 )
             else:
-                self.recorders[family.name] = Recorder(family, catalogue.prefix, meter, exemplar)
+                self.recorders[family.name] = Recorder(family, catalogue.prefix, meter, exemplar, self._is_serving)
+
+    def _is_serving(self) -> bool:
+        return self.serving
 
     def __getitem__(self, name: str) -> Recorder:
         return self.recorders[name]
@@ -159,8 +177,12 @@ class Instruments:
         return CatalogueCollector(self)
 
 
-def _observe(family: Family, read: Callable[[], list[tuple[tuple[str, ...], float]]]) -> Callable[..., Any]:
+def _observe(
+    family: Family, read: Callable[[], list[tuple[tuple[str, ...], float]]], serving: Callable[[], bool]
+) -> Callable[..., Any]:
     def callback(options: CallbackOptions) -> list[Observation]:
+        if not serving():
+            return []
         try:
             return [Observation(value, dict(zip(family.labels, labels))) for labels, value in read()]
         except Exception:

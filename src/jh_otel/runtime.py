@@ -327,6 +327,7 @@ class HubTelemetry:
         self.users = custom.UserLabels(settings.max_user_labels)
         exemplar = current_exemplar if settings.exemplars == "on" else None
         self.instruments = Instruments(self.catalogue, meter, self.snapshot, exemplar)
+        self.instruments.serving = False  # until every part is installed
         self.app: Any = None
         self.initialize_started: float | None = None
         # set by the parts that make them, while installed
@@ -365,6 +366,7 @@ class HubTelemetry:
                 self._uninstall()
                 return False
             self.installed.append(part)
+        self.instruments.serving = True
         return True
 
     def start(self) -> None:
@@ -378,6 +380,7 @@ class HubTelemetry:
                 part.stop()
 
     def _uninstall(self) -> None:
+        self.instruments.serving = False
         while self.installed:
             self.installed.pop().uninstall()
         self.app = None
