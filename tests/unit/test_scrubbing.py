@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -13,9 +14,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
-from jh_otel.scrub import REDACTED
+from jh_otel.scrub import MAX_SCANNED, MAX_SCANNED_STACKTRACE, REDACTED, TRUNCATED
 from jh_otel.tracing import scrubbing
 from jh_otel.tracing.scrubbing import (
+    MAX_SECRET_LENGTH,
+    MAX_SECRETS_PER_TRACE,
     KnownSecrets,
     ScrubbingSpanExporter,
     scrub_attributes,
@@ -79,6 +82,7 @@ def test_known_secrets_ignore_trace_zero_and_values_too_short(trace_id: int, val
 
 
 def test_known_secrets_of_an_unknown_trace_are_empty() -> None:
+    """A trace nothing was added for has no known secrets, whatever other traces hold."""
     known = KnownSecrets()
     known.add(1, ["abcdef"])
     assert known.get(2) == ()
@@ -245,6 +249,7 @@ def test_scrub_value(key: str, value: Any, expected: Any) -> None:
 
 @pytest.mark.parametrize("value", [200, 0, True, False, 1.5, None, b"token=abc123"])
 def test_scrub_value_leaves_non_strings_alone(value: Any) -> None:
+    """Numbers, booleans, None and bytes pass through as the same object."""
     assert scrub_value("exception.message", value, (SECRET,)) is value
 
 
@@ -258,6 +263,7 @@ def test_scrub_value_leaves_non_strings_alone(value: Any) -> None:
     ],
 )
 def test_scrub_value_sequences(value: Sequence[Any], expected: Sequence[Any]) -> None:
+    """Each string of a list or tuple is scrubbed; the sequence keeps its type."""
     clean = scrub_value("messages", value)
     assert clean == expected
     assert type(clean) is type(expected)
@@ -291,6 +297,7 @@ def test_scrub_value_known_secrets(key: str, value: Any, expected: Any) -> None:
     ],
 )
 def test_scrub_attributes_returns_the_same_object_when_clean(attributes: dict[str, Any] | None) -> None:
+    """Attributes with nothing to redact are returned as the same object, not copied."""
     assert scrub_attributes(attributes, (SECRET,)) is attributes
 
 
@@ -336,6 +343,7 @@ def _dirty_span(tracer: Tracer, known: KnownSecrets | None) -> ReadableSpan:
 
 
 def test_scrub_span_redacts_name_attributes_events_and_status(recorded: tuple[Tracer, InMemorySpanExporter]) -> None:
+    """A dirty span's copy is redacted everywhere and keeps everything else; the recorded span is untouched."""
     tracer, exporter = recorded
     known = KnownSecrets()
     _dirty_span(tracer, known)
@@ -387,6 +395,7 @@ def test_scrub_span_uses_only_the_secrets_of_its_own_trace(recorded: tuple[Trace
 def test_scrub_span_redacts_a_status_description_and_an_event_name(
     recorded: tuple[Tracer, InMemorySpanExporter],
 ) -> None:
+    """A credential in a status description or an event name is redacted."""
     tracer, exporter = recorded
     with tracer.start_as_current_span("upstream") as span:
         span.add_event("retrying /hub/api/users?token=abc123", {"attempt": 2})
@@ -474,6 +483,7 @@ class RecordingExporter(SpanExporter):
 
 
 def test_scrubbing_exporter_exports_scrubbed_spans(recorded: tuple[Tracer, InMemorySpanExporter]) -> None:
+    """The wrapping exporter hands scrubbed copies and clean spans to the inner one, in order."""
     tracer, raw = recorded
     known = KnownSecrets()
     _dirty_span(tracer, known)
@@ -497,6 +507,7 @@ def test_scrubbing_exporter_drops_a_span_it_cannot_scrub() -> None:
 
 
 def test_scrubbing_exporter_delegates_shutdown_and_force_flush() -> None:
+    """Shutdown and force_flush reach the inner exporter, with its timeout and result."""
     inner = RecordingExporter()
     exporter = ScrubbingSpanExporter(inner)
     assert exporter.force_flush(1234) is False
@@ -506,6 +517,7 @@ def test_scrubbing_exporter_delegates_shutdown_and_force_flush() -> None:
 
 
 def test_scrubbing_exporter_shutdown_reaches_an_in_memory_exporter() -> None:
+    """After shutdown the inner exporter refuses exports, as it would unwrapped."""
     inner = InMemorySpanExporter()
     exporter = ScrubbingSpanExporter(inner)
     exporter.shutdown()
@@ -521,6 +533,7 @@ class NoExporterProcessor(SpanProcessor):
 
 
 def test_wrap_exporters_wraps_batch_and_simple_processors_and_undoes(caplog: pytest.LogCaptureFixture) -> None:
+    """Batch and simple processors' exporters are wrapped once, scrub what they send, and the undo restores them."""
     batch_out, simple_out = InMemorySpanExporter(), InMemorySpanExporter()
     batch, simple, other = BatchSpanProcessor(batch_out), SimpleSpanProcessor(simple_out), NoExporterProcessor()
     provider = TracerProvider()
@@ -565,12 +578,155 @@ def test_wrap_exporters_wraps_batch_and_simple_processors_and_undoes(caplog: pyt
 
 @pytest.mark.parametrize("provider", [object(), None, SimpleNamespace(_active_span_processor=None)])
 def test_wrap_exporters_without_span_processors_does_nothing(provider: Any) -> None:
+    """A provider without span processors (or not an SDK provider) gets nothing wrapped."""
     assert wrap_exporters(provider, KnownSecrets()) == []
 
 
 def test_wrap_exporters_on_an_empty_provider_does_nothing() -> None:
+    """An SDK provider with no span processor gets nothing wrapped."""
     provider = TracerProvider()
     try:
         assert wrap_exporters(provider, KnownSecrets()) == []
     finally:
         provider.shutdown()
+
+
+# --- bounds: hostile input -------------------------------------------------------------------------------------------
+
+KB = 1024
+
+
+def test_known_secrets_keep_at_most_the_bound_per_trace_first_added_first() -> None:
+    """Thousands of values for one trace keep only the first MAX_SECRETS_PER_TRACE, across adds too."""
+    known = KnownSecrets()
+    known.add(1, (f"secret-{i:05d}" for i in range(10_000)))
+    kept = known.get(1)
+    assert len(kept) == MAX_SECRETS_PER_TRACE
+    assert set(kept) == {f"secret-{i:05d}" for i in range(MAX_SECRETS_PER_TRACE)}
+    known.add(1, ["one-more-secret"])
+    assert len(known.get(1)) == MAX_SECRETS_PER_TRACE and "one-more-secret" not in known.get(1)
+
+
+def test_known_secrets_drop_values_longer_than_the_bound() -> None:
+    """A value longer than MAX_SECRET_LENGTH is not kept (nor does it take a place), one at the bound is."""
+    known = KnownSecrets()
+    known.add(1, ["x" * (MAX_SECRET_LENGTH + 1), "y" * MAX_SECRET_LENGTH, "abcd"])
+    assert known.get(1) == ("y" * MAX_SECRET_LENGTH, "abcd")
+
+
+def test_request_secrets_are_bounded_and_keep_the_most_telling() -> None:
+    """Thousands of secret-named query parameters fill the bound last: the Authorization, form and cookie values stay."""
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    from jh_otel.tracing.server import request_secrets
+
+    headers = HTTPHeaders({"Host": "127.0.0.1", "Authorization": "token header-secret", "Cookie": "s=cookie-secret"})
+    request = HTTPServerRequest(start_line=RequestStartLine("POST", "/hub/login", "HTTP/1.1"), headers=headers)
+    request.query_arguments = {f"token{i}": [f"query-secret-{i}".encode()] for i in range(5000)}
+    request.query_arguments["%2574oken"] = [b"nested-secret"]
+    request.body_arguments = {"password": [b"form-secret"], "_xsrf": [b"x" * (4 * MAX_SECRET_LENGTH + 1)]}
+    found = request_secrets(request)
+    assert len(found) == MAX_SECRETS_PER_TRACE
+    assert found[:3] == ["header-secret", "form-secret", "cookie-secret"]
+    assert found[3:] == [f"query-secret-{i}" for i in range(MAX_SECRETS_PER_TRACE - 3)]
+
+
+def test_request_secrets_count_a_nested_encoded_name() -> None:
+    """A query parameter named ``%2574oken`` (``token`` encoded twice) is a credential's."""
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    from jh_otel.tracing.server import request_secrets
+
+    request = HTTPServerRequest(
+        start_line=RequestStartLine("GET", "/hub/health", "HTTP/1.1"), headers=HTTPHeaders({"Host": "h"})
+    )
+    request.query_arguments = {"%2574oken": [b"nested-secret"], "%74oken": [b"encoded-secret"], "x": [b"plain-value"]}
+    assert request_secrets(request) == ["nested-secret", "encoded-secret"]
+
+
+def test_scrub_value_truncates_and_marks_a_long_value() -> None:
+    """A value past the bound is cut to it, scrubbed and marked; the credentials in the part kept are redacted."""
+    query = "token=abc123&x=" + "a" * (32 * KB)
+    clean = scrub_value("url.query", query)
+    assert clean == f"token={R}&x=" + "a" * (MAX_SCANNED - len("token=abc123&x=")) + TRUNCATED
+    message = "password=hunter2 " + "b" * (32 * KB)
+    assert scrub_value("exception.message", message) == f"password={R} " + "b" * (MAX_SCANNED - 17) + TRUNCATED
+    statement = "SELECT * FROM t WHERE a = '" + "c" * (32 * KB) + "'"
+    assert scrub_value("db.statement", statement) == "SELECT * FROM t WHERE a = ?" + TRUNCATED
+
+
+def test_scrub_value_stack_traces_have_a_larger_bound() -> None:
+    """``exception.stacktrace`` is kept whole up to MAX_SCANNED_STACKTRACE characters, then cut and marked."""
+    trace = "Traceback (most recent call last):\n" + '  File "x.py", line 1, in f\n' * 600
+    assert MAX_SCANNED < len(trace) <= MAX_SCANNED_STACKTRACE
+    assert scrub_value("exception.stacktrace", trace) is trace
+    assert scrub_value("exception.message", trace).endswith(TRUNCATED)
+    longer = trace * 3
+    clean = scrub_value("exception.stacktrace", longer)
+    assert clean == longer[:MAX_SCANNED_STACKTRACE] + TRUNCATED
+
+
+def test_scrub_value_never_cuts_a_known_secret_in_half() -> None:
+    """A known secret straddling the bound is left out whole, not half exported."""
+    value = "a" * (MAX_SCANNED - 5) + " " + SECRET + " tail"
+    clean = scrub_value("exception.message", value, (SECRET,))
+    assert clean == "a" * (MAX_SCANNED - 5) + " " + TRUNCATED
+    assert SECRET[:5] not in clean
+
+
+def test_scrub_span_truncates_long_names_events_links_and_status(recorded: tuple[Tracer, InMemorySpanExporter]) -> None:
+    """Every text of a span past the bound is cut and marked: its name, event names and attributes, status."""
+    tracer, exporter = recorded
+    long = "token=abc123 " + "d" * (32 * KB)
+    with tracer.start_as_current_span("origin") as origin:
+        pass
+    with tracer.start_as_current_span(long, links=[Link(origin.get_span_context(), {"note": long})]) as span:
+        span.add_event(long, {"exception.message": long})
+        span.set_status(Status(StatusCode.ERROR, long))
+    clean = scrub_span(exporter.get_finished_spans()[-1])
+    expected = f"token={R} " + "d" * (MAX_SCANNED - 13) + TRUNCATED
+    assert clean.name == expected
+    assert (clean.events[0].name, clean.events[0].attributes["exception.message"]) == (expected, expected)
+    assert clean.links[0].attributes["note"] == expected
+    assert clean.status.description == expected
+
+
+def test_scrub_span_with_a_32_kib_query_string_is_quick(recorded: tuple[Tracer, InMemorySpanExporter]) -> None:
+    """A request span whose url.query is 32 KiB (of each hostile shape) is scrubbed in under 1 ms per KiB."""
+    tracer, exporter = recorded
+    queries = {
+        "word run": "x=" + "a" * (32 * KB),
+        "many parameters": "token=abc123&" + "a=b&" * (8 * KB),
+        "many =@:/": "token=abc123&x=" + "=@:/" * (8 * KB),
+        "nested encoding": "%2574oken=abc123&" + "%25" * (11 * KB),
+    }
+    known = KnownSecrets()
+    for query in queries.values():
+        attributes = {"url.path": "/hub/health", "url.query": query, "user_agent.original": query}
+        with tracer.start_as_current_span("GET /hub/health", kind=SpanKind.SERVER, attributes=attributes) as span:
+            # the bound's worth of known secrets, each compared with every text
+            known.add(span.get_span_context().trace_id, [f"known-secret-{i}" for i in range(100)])
+    for span in exporter.get_finished_spans():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            clean = scrub_span(span, known)
+            best = min(best, time.perf_counter() - start)
+        assert clean.attributes["url.query"].endswith(TRUNCATED)
+        assert len(clean.attributes["url.query"]) <= MAX_SCANNED + len(R) + len(TRUNCATED)  # "abc123" -> R
+        assert "abc123" not in clean.attributes["url.query"]
+        assert best * 1000 / 32 < 1.0, f"{best * 1000:.1f} ms"
+
+
+def test_a_long_clean_value_is_not_clean_at_a_glance(recorded: tuple[Tracer, InMemorySpanExporter]) -> None:
+    """A span whose only fault is a value past the bound is copied with it cut; short clean values stay the same."""
+    tracer, exporter = recorded
+    with tracer.start_as_current_span("GET /hub/health", attributes={"url.path": "/hub/" + "h" * (32 * KB), "ok": 1}):
+        pass
+    with tracer.start_as_current_span("GET /hub/health", attributes={"a": "h" * (MAX_SCANNED // 2), "b": "h" * 4000}):
+        pass
+    long, many = exporter.get_finished_spans()
+    clean = scrub_span(long)
+    assert clean is not long and clean.attributes["url.path"].endswith(TRUNCATED)
+    assert clean.attributes["ok"] == 1
+    assert scrub_span(many) is many  # long together, none past the bound alone

@@ -9,6 +9,13 @@ span names, attributes, events (exception messages and stack traces included), l
 - any other text: ``name=value`` credentials, ``Bearer``/``token`` credentials, URL user info, and the values
   :class:`KnownSecrets` recorded for the span's trace (a request's password, token and cookies, so an exception
   message that echoes them is caught even without a telltale name).
+
+Every rule runs in time linear in its input (:mod:`jh_otel.scrub`), and no text is scanned past a bound: a string
+longer than :data:`~jh_otel.scrub.MAX_SCANNED` characters (:data:`~jh_otel.scrub.MAX_SCANNED_STACKTRACE` for
+``exception.stacktrace``), whether an attribute, an event's or a link's attribute, a span or event name or a status
+description, is cut (:func:`~jh_otel.scrub.truncate`: never in the middle of a known secret), scrubbed, and marked
+``[truncated]``. So one request with a 32 KiB query string costs the exporter thread a fraction of a millisecond,
+not seconds of the GIL while the hub's event loop waits.
 """
 
 from __future__ import annotations
@@ -37,12 +44,20 @@ _HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
 # with the characters = and @ (and ? # for URLs): what may hold a credential that a pattern finds
 _GLANCE_WORDS = ("token", "bearer", "basic", "/api/authorizations")
 MIN_SECRET_LENGTH = 4
+MAX_SECRET_LENGTH = 4096  # a browser keeps no cookie longer than 4 KiB; JupyterHub's tokens are 32-64 characters
+MAX_SECRETS_PER_TRACE = 32  # a hub request carries a handful (token, password, _xsrf, session and login cookies)
 
 
 class KnownSecrets:
     """Secret values seen in a trace's requests, kept briefly (until the trace's spans have been exported).
 
-    Bounded: at most ``capacity`` traces, each for at most ``ttl`` seconds; the oldest go first.
+    Bounded: at most ``capacity`` traces, each for at most ``ttl`` seconds; the oldest go first. Per trace at most
+    :data:`MAX_SECRETS_PER_TRACE` distinct strings of :data:`MIN_SECRET_LENGTH` to :data:`MAX_SECRET_LENGTH`
+    characters, the first ones added winning (:func:`~jh_otel.tracing.server.request_secrets` lists a request's
+    credentials most telling first), so that each text is compared with a bounded number of bounded strings
+    however many secret-named parameters a request sends: scrubbing stays linear, not secrets x text length. A
+    value past these bounds is not looked for as such; in the URL attributes, headers and ``name=value`` text the
+    name-based rules still remove it.
     """
 
     def __init__(self, capacity: int = 20_000, ttl: float = 120.0) -> None:
@@ -52,15 +67,17 @@ class KnownSecrets:
         self._by_trace: OrderedDict[int, tuple[float, tuple[str, ...]]] = OrderedDict()
 
     def add(self, trace_id: int, values: Iterable[str]) -> None:
-        secrets = tuple(sorted({v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}, key=len))
-        if not secrets or not trace_id:
+        if not trace_id:
+            return
+        fresh = _bounded_secrets(values, ())
+        if not fresh:
             return
         with self._lock:
             previous = self._by_trace.pop(trace_id, None)
             if previous is not None:
-                secrets = tuple(sorted(set(previous[1]) | set(secrets), key=len))
+                fresh = _bounded_secrets(fresh, previous[1])
             now = time.monotonic()
-            self._by_trace[trace_id] = (now, secrets[::-1])  # longest first
+            self._by_trace[trace_id] = (now, tuple(sorted(fresh, key=len, reverse=True)))  # longest first
             while len(self._by_trace) > self._capacity:
                 self._by_trace.popitem(last=False)
             while self._by_trace:  # the oldest first: stop at the first one still fresh
@@ -77,6 +94,29 @@ class KnownSecrets:
 
     def __len__(self) -> int:
         return len(self._by_trace)
+
+
+def _bounded_secrets(values: Iterable[Any], kept: Sequence[str]) -> list[str]:
+    """``kept`` and then the first distinct strings of ``values`` of a length worth keeping, at most
+    :data:`MAX_SECRETS_PER_TRACE` in all: stops reading ``values`` there."""
+    out = dict.fromkeys(kept)
+    for value in values:
+        if len(out) >= MAX_SECRETS_PER_TRACE:
+            break
+        if isinstance(value, str) and MIN_SECRET_LENGTH <= len(value) <= MAX_SECRET_LENGTH:
+            out[value] = None
+    return list(out)
+
+
+def _limit(key: str) -> int:
+    return scrub.MAX_SCANNED_STACKTRACE if key == "exception.stacktrace" else scrub.MAX_SCANNED
+
+
+def _bounded_text(value: str, secrets: Sequence[str]) -> str:
+    """A name or a status description: :func:`_text`, of its first :data:`~jh_otel.scrub.MAX_SCANNED` characters."""
+    if len(value) <= scrub.MAX_SCANNED:
+        return _text(value, secrets)
+    return _text(scrub.truncate(value, scrub.MAX_SCANNED, secrets), secrets) + scrub.TRUNCATED
 
 
 def _text(value: str, secrets: Sequence[str], patterns: bool = True) -> str:
@@ -115,23 +155,33 @@ def _maybe_secret(text: str) -> bool:
 
 
 def scrub_value(key: str, value: Any, secrets: Sequence[str] = ()) -> Any:
-    """One attribute value, scrubbed according to what its key says it is (the same object when clean)."""
+    """One attribute value, scrubbed according to what its key says it is (the same object when clean).
+
+    A string longer than the key's bound is cut (:func:`~jh_otel.scrub.truncate`), scrubbed, and marked
+    ``[truncated]``.
+    """
     if type(value) is not str:
         if isinstance(value, (tuple, list)):
             items = [scrub_value(key, item, secrets) for item in value]
             return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
         return value
+    limit = _limit(key)
+    if len(value) > limit:
+        return _scrub_string(key, scrub.truncate(value, limit, secrets), secrets) + scrub.TRUNCATED
+    clean = _scrub_string(key, value, secrets)
+    return value if clean == value else clean
+
+
+def _scrub_string(key: str, value: str, secrets: Sequence[str]) -> str:
     clean = value
     if key.startswith(_HEADER_PREFIXES):
         header = key.split(".", 3)[-1]
         clean = scrub.scrub_headers({header.replace("_", "-"): value}).popitem()[1]
     elif key in _SQL_KEYS:  # no literal left to find: ``token=?`` is a placeholder
-        clean = _text(_scrub_sql(value), secrets, patterns=False)
-        return value if clean == value else clean
+        return _text(_scrub_sql(value), secrets, patterns=False)
     elif key in _URL_KEYS and _maybe_secret(value):
         clean = scrub.scrub_url("?" + value)[1:] if key == "url.query" else scrub.scrub_url(value)
-    clean = _text(clean, secrets)
-    return value if clean == value else clean
+    return _text(clean, secrets)
 
 
 def scrub_attributes(attributes: Mapping[str, Any] | None, secrets: Sequence[str] = ()) -> Mapping[str, Any] | None:
@@ -169,7 +219,8 @@ def _scrub_list(items: Any, clean: Callable[[Any], Any]) -> Any:
 
 def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None, secrets: Sequence[str]) -> bool:
     """A few string searches over all of a plain span's text: nothing any rule below would change (the common
-    case, request and SQL spans alike, so that the rules' per-attribute work is for the spans that need it)."""
+    case, request and SQL spans alike, so that the rules' per-attribute work is for the spans that need it), and
+    no text past the bound (only when all of them together are that long does it look at each)."""
     if span._events or span._links or span.status.description:
         return False
     texts = [span.name]
@@ -180,7 +231,7 @@ def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None,
             return False
         if type(value) is str:
             if key in _SQL_KEYS:  # placeholders such as ``token=?`` are no credential: literals are
-                if _scrub_sql(value) != value:
+                if len(value) > scrub.MAX_SCANNED or _scrub_sql(value) != value:
                     return False
                 statements.append(value)
             else:
@@ -188,6 +239,8 @@ def _clean_at_a_glance(span: ReadableSpan, attributes: Mapping[str, Any] | None,
         elif isinstance(value, (tuple, list)):
             texts.extend(str(item) for item in value)
     text = "\n".join(texts)
+    if len(text) > scrub.MAX_SCANNED and any(len(t) > scrub.MAX_SCANNED for t in texts):
+        return False
     if secrets:
         everything = "\n".join((text, *statements))
         if any(secret in everything for secret in secrets):
@@ -201,11 +254,11 @@ def scrub_span(span: ReadableSpan, known: KnownSecrets | None = None) -> Readabl
     secrets = known.get(context.trace_id) if known is not None and context is not None else ()
     if _clean_at_a_glance(span, span._attributes, secrets):
         return span
-    name = _text(span.name, secrets)
+    name = _bounded_text(span.name, secrets)
     attributes = scrub_attributes(span._attributes, secrets)
 
     def clean_event(event: Any) -> Any:
-        event_name = _text(event.name, secrets)
+        event_name = _bounded_text(event.name, secrets)
         event_attributes = scrub_attributes(event.attributes, secrets)
         if event_name == event.name and event_attributes is event.attributes:
             return event
@@ -219,7 +272,7 @@ def scrub_span(span: ReadableSpan, known: KnownSecrets | None = None) -> Readabl
     links = _scrub_list(span._links, clean_link)
     status = span.status
     if status.description:
-        description = _text(status.description, secrets)
+        description = _bounded_text(status.description, secrets)
         if description != status.description:
             status = Status(status.status_code, description)
     if name == span.name and attributes is span._attributes and events is span._events and links is span._links:

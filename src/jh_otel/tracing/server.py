@@ -42,7 +42,7 @@ from .. import scrub
 from ..compat import Expect, unmet
 from ..hooks.requests import METHODS
 from ..hooks.routes import UNMATCHED, Routes
-from .scrubbing import KnownSecrets
+from .scrubbing import MAX_SECRET_LENGTH, MAX_SECRETS_PER_TRACE, MIN_SECRET_LENGTH, KnownSecrets
 
 log = logging.getLogger("jh_otel")
 
@@ -76,26 +76,48 @@ class ApplicationRoutes:
 
 
 def request_secrets(request: Any) -> list[str]:
-    """The credential values one tornado request carries."""
-    found: list[str] = []
-    for arguments in (getattr(request, "query_arguments", {}), getattr(request, "body_arguments", {})):
-        for name, values in arguments.items():
-            if scrub.is_secret_name(name):
-                found.extend(v.decode("utf-8", "replace") for v in values)
+    """The credential values one tornado request carries: distinct, most telling first, at most
+    :data:`~jh_otel.tracing.scrubbing.MAX_SECRETS_PER_TRACE` of them.
+
+    The order keeps, within the bound, what only a match by value can find again: the ``Authorization`` credential,
+    the token path's, credential-named form fields (a login's password), cookie values, and last credential-named
+    query parameters (which the name-based rules remove from the URL attributes anyway). Values shorter than
+    :data:`~jh_otel.tracing.scrubbing.MIN_SECRET_LENGTH` or longer than
+    :data:`~jh_otel.tracing.scrubbing.MAX_SECRET_LENGTH` are left out, and reading stops at the bound: a request
+    with thousands of secret-named parameters is not compared with thousands of values in each of its texts.
+    """
     headers = request.headers
-    for header in ("Authorization", "Proxy-Authorization"):
-        value = headers.get(header)
-        if value:
-            found.append(value.strip().rpartition(" ")[2])
-    if "Cookie" in headers:
-        try:
-            found.extend(morsel.value for morsel in request.cookies.values())
-        except Exception:
-            pass
-    match = scrub.SECRET_PATHS.search(request.path or "")
-    if match:
-        found.append(match.group(2))
-    return found
+
+    def named(attribute: str) -> Iterator[str]:
+        for name, values in (getattr(request, attribute, None) or {}).items():
+            if scrub.is_secret_name(name):
+                # UTF-8 has at most 4 bytes a character: a longer value cannot fit MAX_SECRET_LENGTH once decoded
+                yield from (v.decode("utf-8", "replace") for v in values if len(v) <= 4 * MAX_SECRET_LENGTH)
+
+    def candidates() -> Iterator[str]:
+        for header in ("Authorization", "Proxy-Authorization"):
+            value = headers.get(header)
+            if value:
+                yield value.strip().rpartition(" ")[2]
+        token_path = scrub.find_secret_path(request.path or "")
+        if token_path is not None:
+            yield token_path[1]
+        yield from named("body_arguments")
+        if "Cookie" in headers:
+            try:
+                cookies = [morsel.value for morsel in request.cookies.values()]
+            except Exception:  # a malformed Cookie header: tornado's parser may raise
+                cookies = []
+            yield from cookies
+        yield from named("query_arguments")
+
+    found: dict[str, None] = {}
+    for value in candidates():
+        if MIN_SECRET_LENGTH <= len(value) <= MAX_SECRET_LENGTH:
+            found[value] = None
+            if len(found) >= MAX_SECRETS_PER_TRACE:
+                break
+    return list(found)
 
 
 def user_attributes(handler: Any) -> dict[str, str]:
