@@ -48,7 +48,7 @@ def _break(monkeypatch: pytest.MonkeyPatch, expect: Expect) -> None:
     elif expect.qualname.endswith("._register_event_listener"):
         monkeypatch.setattr(owner, attribute, classmethod(lambda cls, target: None))
     else:
-        monkeypatch.setattr(owner, attribute, _two if "." not in expect.qualname else lambda self: None)
+        monkeypatch.setattr(owner, attribute, _two if "." not in expect.qualname else lambda self, other, more: None)
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -200,3 +200,80 @@ def test_stable_http_conventions_are_left_out_when_the_contrib_internals_changed
         stable_http_semconv({})
     (message,) = _warnings(caplog)
     assert "leaving out stable HTTP semantic conventions" in message
+
+
+# --- JupyterHub's functions that the operation spans and the parts wrap ------------------------------------------
+
+from jupyterhub.handlers.base import BaseHandler  # noqa: E402
+from jupyterhub.spawner import Spawner  # noqa: E402
+from jupyterhub.user import User  # noqa: E402
+
+from jh_otel.runtime import PARTS  # noqa: E402
+from jh_otel.tracing.operations import Operations  # noqa: E402
+
+OPERATION_HOOKS = [
+    ("login spans", BaseHandler, "login_user"),
+    ("spawn spans", BaseHandler, "spawn_single_user"),
+    ("spawn spans", Spawner, "_generate_progress"),
+    ("stop spans", BaseHandler, "stop_single_user"),
+    ("stop spans", BaseHandler, "user_stopped"),
+    ("stop spans", User, "stop"),
+    ("readiness-wait span", User, "_wait_up"),
+    ("spawner method spans", User, "_new_spawner"),
+    ("polls outside the spawn's trace", Spawner, "start_polling"),
+]
+
+
+class _App:
+    """What the operation spans read of a JupyterHub application."""
+
+    proxy = None
+    users: dict = {}
+    spawner_class = None
+
+    async def init_spawners(self) -> int:
+        return 0
+
+
+def _wrapped(owner: type, attribute: str) -> bool:
+    return hasattr(owner.__dict__.get(attribute), "__wrapped__")
+
+
+@pytest.mark.parametrize(
+    ("part", "owner", "attribute"), OPERATION_HOOKS, ids=[f"{o.__name__}.{a}" for _, o, a in OPERATION_HOOKS]
+)
+def test_an_operation_part_is_left_out_when_its_jupyterhub_function_changed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, part: str, owner: type, attribute: str
+) -> None:
+    """A JupyterHub function an operation span wraps, with other parameters: that part is not installed (one
+    warning naming it and JupyterHub's version), every other part is."""
+    monkeypatch.setattr(owner, attribute, lambda self, something_else, and_more: None)
+    operations = Operations(TracerProvider().get_tracer("test"))
+    with caplog.at_level(logging.WARNING, logger="jh_otel"):
+        operations.install(_App())
+    try:
+        assert not _wrapped(owner, attribute)
+        (message,) = _warnings(caplog)
+        assert message.startswith(f"jh_otel: leaving out {part}: ") and "jupyterhub " in message
+        others = [(o, a) for p, o, a in OPERATION_HOOKS if p != part]
+        assert all(_wrapped(o, a) for o, a in others)
+    finally:
+        operations.uninstall()
+    assert not any(_wrapped(o, a) for _, o, a in OPERATION_HOOKS)
+
+
+@pytest.mark.parametrize(
+    ("part", "expect"),
+    [(part, expect) for part in PARTS for expect in part.expects],
+    ids=[f"{part.__name__}-{expect.qualname}" for part in PARTS for expect in part.expects],
+)
+def test_a_part_of_the_wiring_is_left_out_when_its_jupyterhub_function_changed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, part: Any, expect: Expect
+) -> None:
+    """Each JupyterHub function a part of the wiring wraps, changed: the part's expectations are unmet, with one
+    warning naming the part (the wiring then skips it: tests/unit/test_runtime.py)."""
+    _break(monkeypatch, expect)
+    with caplog.at_level(logging.WARNING, logger="jh_otel"):
+        assert unmet(part.name, part.expects, ("jupyterhub",))
+    (message,) = _warnings(caplog)
+    assert message.startswith(f"jh_otel: leaving out {part.name}: ") and expect.target() in message
