@@ -1,8 +1,9 @@
 """A real JupyterHub in a subprocess, on loopback, for end-to-end tests and benchmarks.
 
 The hub runs ``jupyterhub`` (optionally under ``opentelemetry-instrument``) from the same environment as the
-tests, with the real configurable-http-proxy, ``DummyAuthenticator`` and ``SimpleLocalProcessSpawner`` (real
-``jupyterhub-singleuser`` servers). A service token with ``read:metrics`` and admin scopes drives the REST API.
+tests, with the real configurable-http-proxy, the demo's ``DemoAuthenticator`` (SharedPasswordAuthenticator, or
+DummyAuthenticator before JupyterHub 5.3) and ``SimpleLocalProcessSpawner`` (real ``jupyterhub-singleuser``
+servers). A service token with ``read:metrics`` and admin scopes drives the REST API.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jh_otel.demo import render_config
 BIN = Path(sys.executable).parent
 SERVICE_TOKEN = "e2e-service-token-0123456789abcdef"
 PASSWORD = "correct-horse"
+ADMIN_PASSWORD = "e2e-admin-password-0123456789abcdef"  # SharedPasswordAuthenticator: 32+ characters
 FAILING_USER = "broken"
 
 
@@ -111,7 +113,7 @@ class Hub:
         token_file = self.dir / "metrics-token"
         token_file.write_text("demo-metrics-token-0123456789")
         self.config.write_text(
-            render_config(self.dir, self.port, self.hub_port, self.proxy_api_port, PASSWORD, token_file)
+            render_config(self.dir, self.port, self.hub_port, self.proxy_api_port, PASSWORD, token_file, ADMIN_PASSWORD)
             + TEST_CONFIG.format(
                 dir=self.dir,
                 token=SERVICE_TOKEN,
@@ -140,6 +142,7 @@ class Hub:
             self.command, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         if not wait_http(f"{self.url}/hub/health", timeout, self.proc):
+            self.stop()  # a hub that did not answer in time is still running: ``with Hub(...)`` never exits it
             raise RuntimeError(f"hub did not answer within {timeout}s:\n{self.log()[-4000:]}")
         return self
 
