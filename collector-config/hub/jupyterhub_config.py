@@ -1,7 +1,10 @@
 # jh_otel demo hub for docker-compose.yml (the `hub` service; the image copies this file to /srv/jupyterhub/).
-# Any user name logs in with the shared password; 'admin' is an admin. Single-user servers run as root in the
-# same container (SimpleLocalProcessSpawner), so only the proxy's public port listens beyond loopback.
+# Any user name logs in with the shared password; 'admin' (an admin) with the admin password, which the hub makes
+# on its first start (`docker-compose exec hub cat /srv/jupyterhub/data/admin-password`). Single-user servers run as
+# root in the same container (SimpleLocalProcessSpawner), so only the proxy's public port listens beyond loopback.
+import importlib.util
 import os
+import secrets
 
 c = get_config()  # noqa: F821 (JupyterHub's config loader defines it)
 
@@ -22,13 +25,51 @@ c.ConfigurableHTTPProxy.pid_file = "/srv/jupyterhub/jupyterhub-proxy.pid"
 c.JupyterHub.db_url = f"sqlite:///{DATA_DIR}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = f"{DATA_DIR}/jupyterhub_cookie_secret"
 
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = os.environ.get("JUPYTERHUB_DEMO_PASSWORD", "demo")
+PASSWORD = os.environ.get("JUPYTERHUB_DEMO_PASSWORD", "jh-otel-demo")
+ADMIN_PASSWORD_FILE = f"{DATA_DIR}/admin-password"
+
+
+def admin_password():
+    """$JUPYTERHUB_DEMO_ADMIN_PASSWORD, or the one kept in the hub-data volume, made (owner-only) on first start."""
+    if os.environ.get("JUPYTERHUB_DEMO_ADMIN_PASSWORD"):
+        return os.environ["JUPYTERHUB_DEMO_ADMIN_PASSWORD"]
+    try:
+        with open(ADMIN_PASSWORD_FILE) as kept:
+            if password := kept.read().strip():
+                return password
+    except FileNotFoundError:
+        pass
+    password = secrets.token_urlsafe(32)  # 43 characters: SharedPasswordAuthenticator wants 32 or more
+    with os.fdopen(os.open(ADMIN_PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as kept:
+        kept.write(password)
+    print(f"jupyterhub_config.py: wrote a new admin password to {ADMIN_PASSWORD_FILE}", flush=True)
+    return password
+
+
+# DummyAuthenticator.password is deprecated since JupyterHub 5.3 (the image has JupyterHub 6); 5.0 to 5.2 have no
+# SharedPasswordAuthenticator, where 'admin' logs in with the shared password too.
+try:
+    from jupyterhub.authenticators.shared import SharedPasswordAuthenticator as DemoAuthenticator
+
+    c.SharedPasswordAuthenticator.user_password = PASSWORD
+    c.SharedPasswordAuthenticator.admin_password = admin_password()
+except ImportError:
+    from jupyterhub.auth import DummyAuthenticator as DemoAuthenticator
+
+    c.DummyAuthenticator.password = PASSWORD
+c.JupyterHub.authenticator_class = DemoAuthenticator
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
 
 c.JupyterHub.spawner_class = "simple"
-c.Spawner.args = ["--allow-root"]  # the demo container runs everything as root
+c.Spawner.args = [
+    "--allow-root",  # the demo container runs everything as root
+    # kernels talk to their server over Unix sockets: over TCP ipykernel warns, for each kernel, of plain text
+    "--KernelManager.transport=ipc",
+]
+# a notebook UI after login when JupyterLab is installed (the demo extra), not jupyter_server's bare status page
+if importlib.util.find_spec("jupyterlab") is not None:
+    c.Spawner.default_url = "/lab"
 
 # Prometheus's scrape token: entrypoint.sh writes it to the hub-secrets volume, which Prometheus mounts read-only.
 with open(TOKEN_FILE) as token_file:

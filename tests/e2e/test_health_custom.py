@@ -25,7 +25,6 @@ CAP = 3
 EXTRA_CONFIG = """
 import asyncio, os
 from jh_otel import custom, health
-from jupyterhub.auth import DummyAuthenticator
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
 RELEASE = {release!r}
@@ -35,7 +34,8 @@ LAUNCHES = custom.histogram(
     "notebook_launch_duration_seconds", "Time to launch notebook server", ["username", "spawner_type"]
 )
 
-class MetricsAuthenticator(DummyAuthenticator):
+# DemoAuthenticator: the demo config's password authenticator (it refuses wrong passwords on JupyterHub 5.0 to 6.x)
+class MetricsAuthenticator(DemoAuthenticator):
     async def authenticate(self, handler, data):
         result = await super().authenticate(handler, data)
         if result:

@@ -43,9 +43,8 @@ SECRETS = {
 }
 
 ECHO_CONFIG = f"""
-from jupyterhub.auth import DummyAuthenticator
-
-class EchoingAuthenticator(DummyAuthenticator):
+# DemoAuthenticator: the demo config's password authenticator (it refuses wrong passwords on JupyterHub 5.0 to 6.x)
+class EchoingAuthenticator(DemoAuthenticator):
     # an authenticator whose error message echoes the password it was given
     async def authenticate(self, handler, data):
         if data.get("username") == "{ECHO_USER}":

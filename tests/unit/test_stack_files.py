@@ -35,6 +35,7 @@ HUB_CONFIG = CONFIG_DIR / "hub" / "jupyterhub_config.py"
 HUB_ENTRYPOINT = CONFIG_DIR / "hub" / "entrypoint.sh"
 WEBHOOK = CONFIG_DIR / "alert-webhook.py"
 DEFAULT_TOKEN_FILE = "/srv/jupyterhub/secrets/jupyterhub-metrics-token"
+ADMIN_PASSWORD = "compose-admin-password-0123456789abcdef"
 
 # Components of otelcol-contrib (https://github.com/open-telemetry/opentelemetry-collector-releases, distribution
 # otelcol-contrib) this stack may use, by kind: a typo or a component only another distribution ships fails here
@@ -169,6 +170,8 @@ def exec_hub_config(token_file: Path | None = None, **env: str) -> Config:
     try:
         os.environ.pop("JUPYTERHUB_METRICS_TOKEN_FILE", None)
         os.environ.pop("JUPYTERHUB_DEMO_PASSWORD", None)
+        # a fixed admin password unless the test says otherwise: the default data dir does not exist here
+        os.environ["JUPYTERHUB_DEMO_ADMIN_PASSWORD"] = ADMIN_PASSWORD
         if token_file is not None:
             os.environ["JUPYTERHUB_METRICS_TOKEN_FILE"] = str(token_file)
         os.environ.update(env)
@@ -425,6 +428,7 @@ def test_services_depend_only_on_services() -> None:
 
 
 def test_hub_config_gives_the_metrics_service_its_token_and_read_metrics(hub_config: Config) -> None:
+    """The compose hub's config: its ports, the metrics service's token and role, its spawner and passwords."""
     assert hub_config.JupyterHub.port == 8000
     assert hub_config.JupyterHub.ip == "0.0.0.0"  # Prometheus scrapes hub:8000 from another container
     assert hub_config.JupyterHub.hub_ip == "127.0.0.1"
@@ -434,7 +438,10 @@ def test_hub_config_gives_the_metrics_service_its_token_and_read_metrics(hub_con
     assert roles and all(role["scopes"] == ["read:metrics"] for role in roles), roles
     assert hub_config.JupyterHub.spawner_class == "simple"
     assert "--allow-root" in hub_config.Spawner.args
-    assert hub_config.DummyAuthenticator.password == "demo"
+    assert hub_config.JupyterHub.authenticator_class.__name__ == "SharedPasswordAuthenticator"  # JupyterHub 5.3+
+    assert hub_config.SharedPasswordAuthenticator.user_password == "jh-otel-demo"
+    assert hub_config.SharedPasswordAuthenticator.admin_password == ADMIN_PASSWORD
+    assert "DummyAuthenticator" not in hub_config  # its password is deprecated since JupyterHub 5.3
     assert hub_config.Authenticator.admin_users == {"admin"}
     data = {target for kind, _, target in mounts(SERVICES["hub"]) if kind == "volume"}
     assert str(PurePosixPath(hub_config.JupyterHub.db_url.removeprefix("sqlite:///")).parent) in data
@@ -442,9 +449,23 @@ def test_hub_config_gives_the_metrics_service_its_token_and_read_metrics(hub_con
 
 
 def test_hub_config_takes_the_password_from_the_environment(tmp_path: Path) -> None:
+    """$JUPYTERHUB_DEMO_PASSWORD is the users' password."""
     token = tmp_path / "token"
     token.write_text("t" * 32)
-    assert exec_hub_config(token, JUPYTERHUB_DEMO_PASSWORD="s3cret!").DummyAuthenticator.password == "s3cret!"
+    config = exec_hub_config(token, JUPYTERHUB_DEMO_PASSWORD="s3cret-passw0rd")
+    assert config.SharedPasswordAuthenticator.user_password == "s3cret-passw0rd"
+
+
+def test_hub_config_makes_an_admin_password_once_for_the_owner_only(tmp_path: Path) -> None:
+    """Without $JUPYTERHUB_DEMO_ADMIN_PASSWORD, the first start writes one (0600, 32+ characters), later starts read it."""
+    token = tmp_path / "token"
+    token.write_text("t" * 32)
+    env = {"JUPYTERHUB_DEMO_ADMIN_PASSWORD": "", "JUPYTERHUB_DATA_DIR": str(tmp_path)}
+    first = exec_hub_config(token, **env).SharedPasswordAuthenticator.admin_password
+    kept = tmp_path / "admin-password"
+    assert len(first) >= 32 and kept.read_text() == first
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert exec_hub_config(token, **env).SharedPasswordAuthenticator.admin_password == first
 
 
 def test_the_token_the_hub_writes_is_the_one_prometheus_reads() -> None:
