@@ -120,7 +120,11 @@ class ProcessTracing:
         ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``; not ``allowed``: uninstrumented, and not instrumented again."""
         if _disabled(entry_point):
             return
-        instrumentor = getattr(__import__(module, fromlist=[name]), name)()
+        try:
+            instrumentor = getattr(__import__(module, fromlist=[name]), name)()
+        except ModuleNotFoundError as missing:  # the library itself (aiohttp before JupyterHub 5.x pulled it in)
+            log.debug("jh_otel: not instrumenting %s: %s", entry_point, missing)
+            return
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         elif not self.settings.traces_on:
