@@ -48,6 +48,8 @@ Variable                                                Default     Meaning
                                                                     label; later ones are ``_other``.
 ``OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE``               ``off``     ``on``: CPU and memory of each local server's
                                                                     process tree.
+``OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES``                 ``off``     ``on``: the health and metrics probes are traced
+                                                                    too (they are always in the request metrics).
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.

@@ -21,6 +21,7 @@ OTEL_PYTHON_JUPYTERHUB_EXEMPLARS = "OTEL_PYTHON_JUPYTERHUB_EXEMPLARS"
 OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL = "OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL"
 OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS"
 OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE = "OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE"
+OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES = "OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -60,6 +61,10 @@ class Settings:
     resource_usage: str = "off"
     """``on``: CPU and memory of each single-user server's process tree (local-process spawners), every
     ``refresh_interval``, in ``jupyterhub_resource_usage``."""
+    trace_probes: str = "off"
+    """``off``: requests to JupyterHub's probes (``/hub/health``, ``/hub/api/health``, ``/hub/metrics``,
+    ``/hub/api/metrics``) make no span (they stay in every request metric); ``on``: they are traced like any
+    request."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
@@ -185,6 +190,7 @@ VARIABLES = (
         "a whole number from 1 to 10000",
     ),
     _Variable(OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE, "resource_usage", _choice(SWITCH), "one of on, off"),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES, "trace_probes", _choice(SWITCH), "one of on, off"),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",

@@ -71,7 +71,11 @@ def hostile_spans(receiver: OTLPReceiver) -> list[Span]:
 def test_hostile_query_strings_leave_the_hub_answering(tmp_path: Path) -> None:
     """100 requests with 32 KiB query strings leave /hub/health answering within 50 ms; their spans arrive cut."""
     with OTLPReceiver() as receiver:
-        env = otel_env(receiver.http_endpoint, traces="otlp", extra={"OTEL_TRACES_SAMPLER": "always_on"})
+        env = otel_env(
+            receiver.http_endpoint,
+            traces="otlp",
+            extra={"OTEL_TRACES_SAMPLER": "always_on", "OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES": "on"},
+        )
         with Hub(tmp_path, env) as hub:
             probes = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=10)
             for _ in range(5):  # the connection and the handler's first call, before anything is measured

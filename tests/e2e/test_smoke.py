@@ -119,7 +119,8 @@ def assert_spawn_trace(receiver: OTLPReceiver) -> None:
 def test_shutdown_is_quick_while_the_collector_hangs(tmp_path) -> None:
     """With the OTLP collector accepting connections but never answering, the hub still exits promptly."""
     hole = BlackHole()
-    env = otel_env(hole.endpoint, metrics="otlp", traces="otlp", extra={"OTEL_METRIC_EXPORT_INTERVAL": "500"})
+    extra = {"OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES": "on"}  # spans to export
+    env = otel_env(hole.endpoint, metrics="otlp", traces="otlp", extra=extra)
     try:
         hub = Hub(tmp_path, env).start()
         for _ in range(20):

@@ -210,3 +210,19 @@ def test_request_secrets_finds_every_credential_form() -> None:
     assert sorted(request_secrets(request)) == sorted(
         ["code-secret", "form-secret", "bearer-secret", "cookie-secret", "xsrf-secret", "path-secret"]
     )
+
+
+def test_probes_are_counted_not_traced_unless_asked() -> None:
+    """JupyterHub's health and metrics handlers start no request span by default, and do with trace_probes; any
+    other handler starts one either way."""
+    from jupyterhub.handlers.metrics import MetricsHandler
+    from jupyterhub.handlers.pages import HealthCheckHandler
+
+    probes = [object.__new__(HealthCheckHandler), object.__new__(MetricsHandler)]
+    default, traced = ServerCorrections(KnownSecrets()), ServerCorrections(KnownSecrets(), trace_probes=True)
+    tracer = TracerProvider().get_tracer("test")
+    assert [default._start(tracer, probe) for probe in probes] == [None, None]
+    assert default._is_probe(UserServer) is False
+    for probe in probes:  # traced: it goes on to read the request (which a bare handler has not)
+        with pytest.raises(AttributeError, match="request"):
+            traced._start(tracer, probe)

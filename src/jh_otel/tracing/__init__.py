@@ -83,7 +83,8 @@ class ProcessTracing:
         with guarded("correcting the tornado instrumentation"):
             from opentelemetry.instrumentation import tornado as contrib_tornado
 
-            undo = ServerCorrections(self.known).install(contrib_tornado)
+            probes = self.settings.trace_probes == "on"
+            undo = ServerCorrections(self.known, trace_probes=probes).install(contrib_tornado)
             if undo is not None:
                 self._undo += undo
                 corrected = True

@@ -45,6 +45,11 @@ from ..hooks.routes import UNMATCHED, Routes
 from .scrubbing import MAX_SECRET_LENGTH, MAX_SECRETS_PER_TRACE, MIN_SECRET_LENGTH, KnownSecrets
 
 log = logging.getLogger("jh_otel")
+PROBE_HANDLERS = frozenset(
+    {"jupyterhub.handlers.pages.HealthCheckHandler", "jupyterhub.handlers.metrics.MetricsHandler"}
+)
+"""JupyterHub's probes (``/hub/health``, ``/hub/api/health``, ``/hub/metrics``, ``/hub/api/metrics``): counted in the
+request metrics, not traced unless ``OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES=on``."""
 
 
 def _rules(router: Any) -> Iterator[tuple[str, type]]:
@@ -144,9 +149,13 @@ class ServerCorrections:
         "_record_on_finish_metrics",
     )
 
-    def __init__(self, known: KnownSecrets, routes: ApplicationRoutes | None = None) -> None:
+    def __init__(
+        self, known: KnownSecrets, routes: ApplicationRoutes | None = None, trace_probes: bool = False
+    ) -> None:
         self.known = known
         self.routes = routes or ApplicationRoutes()
+        self.trace_probes = trace_probes
+        self._probes: dict[type, bool] = {}
         self._original: dict[str, Any] = {}
         self.trace_context: Any = None
         self.response_setter: Any = None
@@ -209,13 +218,22 @@ class ServerCorrections:
         except Exception:
             log.debug("jh_otel: could not end a request span", exc_info=True)
 
+    def _is_probe(self, cls: type) -> bool:
+        probe = self._probes.get(cls)
+        if probe is None:
+            probe = self._probes[cls] = f"{cls.__module__}.{cls.__qualname__}" in PROBE_HANDLERS
+        return probe
+
     def _start(self, tracer: Any, handler: Any) -> Any:
         """The request's SERVER span, current until the request ends: stable HTTP conventions, one context attach.
+        None (no span) for a probe unless probes are traced.
 
         Replaces the contrib function (same ``_TraceContext`` on the handler), which builds the old and new
         attribute sets, parses the URL twice, re-reads header-capture settings per request and attaches the context
         twice.
         """
+        if not self.trace_probes and self._is_probe(type(handler)):
+            return None
         request = handler.request
         method = request.method if request.method in METHODS else "_OTHER"
         route = self.route(handler)
