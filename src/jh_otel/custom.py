@@ -37,7 +37,6 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from .catalogue import DEFAULT_BUCKETS, Catalogue, Family, Kind
 from .instruments import OVERFLOW, Instruments
-from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +90,8 @@ class Instrument:
         if self.family is None:
             return
         catalogue = Catalogue(metrics.instruments.catalogue.prefix, (self.family,))
-        metrics.withhold(catalogue.names())  # served here, not also by OpenTelemetry's Prometheus rendering
         try:
-            instruments = Instruments(catalogue, metrics.meter, Snapshot)
+            instruments = Instruments(catalogue, lambda: None)
             collector = instruments.collector()
             metrics.registry.register(collector)
             metrics.collectors.append(collector)
@@ -142,20 +140,23 @@ class CustomMetrics:
     def __init__(
         self,
         instruments: Instruments,
-        meter: Any,
         users: UserLabels,
         registry: CollectorRegistry = REGISTRY,
-        withhold: Callable[[Iterable[str]], None] = lambda names: None,
         declarations: Declarations = DECLARED,
     ) -> None:
         self.instruments = instruments
-        self.meter = meter
         self.users = users
         self.registry = registry
-        self.withhold = withhold
-        """Keeps names out of OpenTelemetry's own Prometheus rendering (``Exposition.withhold``)."""
         self.declarations = declarations
         self.collectors: list[Any] = []
+
+    def families(self) -> list[Any]:
+        """The declared instruments' families with data, for the OTLP export (:mod:`jh_otel.producer`)."""
+        found: list[Any] = []
+        for instrument in self.declarations.instruments:
+            if instrument._metrics is self and instrument._instruments is not None:
+                found.extend(instrument._instruments.families())
+        return found
 
     def install(self) -> None:
         previous = self.declarations.active

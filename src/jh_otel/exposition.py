@@ -29,7 +29,7 @@ class WithoutFamilies:
 
     def __init__(self, collector: Any, names: set[str]) -> None:
         self.wrapped = collector
-        self._names = names  # shared with the Exposition: names withheld later count too
+        self._names = names
 
     def collect(self) -> Iterator[Metric]:
         for metric in self.wrapped.collect():
@@ -66,11 +66,6 @@ class Exposition:
             len(self.names),
             len(self._removed),
         )
-
-    def withhold(self, names: Iterable[str]) -> None:
-        """Also keep ``names`` (families jh_otel serves itself, such as declared custom instruments) out of
-        OpenTelemetry's rendering."""
-        self.names.update(names)
 
     def _swap(self, old: Any, new: Any) -> None:
         self.registry.unregister(old)

@@ -23,7 +23,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import NoOpMeterProvider, get_meter
+from opentelemetry.metrics import get_meter_provider
 from prometheus_client import REGISTRY
 
 from ._guard import guarded
@@ -32,7 +32,6 @@ from .runtime import HubTelemetry
 from .settings import Settings, parse_settings
 from .shutdown import shutdown_providers
 from .tracing import HubTracing, ProcessTracing
-from .version import __version__
 
 log = logging.getLogger("jh_otel")
 
@@ -66,18 +65,15 @@ class JupyterHubInstrumentor(BaseInstrumentor):
             settings: Settings = kwargs.get("settings") or parse_settings(os.environ)
             for error in settings.errors:
                 log.error("%s", error)
-            meter_provider = kwargs.get("meter_provider")
-            if meter_provider is None and not settings.pushes_metrics:
-                # Prometheus only: jh_otel serves the catalogue itself, OpenTelemetry's rendering would be dropped
-                meter_provider = NoOpMeterProvider()
-            meter = get_meter(__name__, __version__, meter_provider)
+            # the provider whose push readers export the catalogue (jh_otel.producer); none is made here
+            meter_provider = kwargs.get("meter_provider") or get_meter_provider()
             given = [kwargs[key] for key in ("meter_provider", "tracer_provider") if kwargs.get(key) is not None]
             self._providers = given or None
             registry = kwargs.get("registry", REGISTRY)
             tracing = self._tracing = ProcessTracing(settings, kwargs.get("tracer_provider"))
             tracing.install()
             # instruments are created when a hub starts, not in every process that runs under the wrapper
-            self._make_telemetry = lambda: HubTelemetry(settings, meter, registry, HubTracing(tracing))
+            self._make_telemetry = lambda: HubTelemetry(settings, meter_provider, registry, HubTracing(tracing))
             wrapt.register_post_import_hook(self._hook_app, "jupyterhub.app")
 
     def _hook_app(self, module: Any) -> None:

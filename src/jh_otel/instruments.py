@@ -1,9 +1,10 @@
-"""The only place that creates instruments: each catalogue family becomes a Prometheus family and an OTel one.
+"""The only place that creates instruments: each catalogue family becomes one ``prometheus_client`` family.
 
-Recording is done once per event into both: a ``prometheus_client`` metric, held outside any registry and exposed
-by :class:`CatalogueCollector` (so the Prometheus text is byte-for-byte what JupyterHub's own metrics look like:
-``le="1.0"``, no ``otel_scope_*`` labels), and an OpenTelemetry instrument for OTLP. Gauges are observable on both
-sides and read the snapshot.
+Each observation is recorded once, into a ``prometheus_client`` metric held outside any registry (about a
+microsecond): :class:`CatalogueCollector` serves them to the Prometheus exposition, byte-for-byte what JupyterHub's
+own metrics look like (``le="1.0"``, no ``otel_scope_*`` labels), and :mod:`jh_otel.producer` exports the same store
+over OTLP when the OTLP reader collects. No OpenTelemetry instrument aggregates a catalogue family on the hub's
+event loop. Gauges read the snapshot (or a value a hook set) when collected.
 
 Series are bounded: past ``MAX_SERIES`` label sets a family records into one overflow series whose label values
 are all ``_other``, so no input can grow memory without limit.
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -30,56 +29,37 @@ OVERFLOW = "_other"
 
 
 class Recorder:
-    """Records one counter or histogram family into Prometheus and OpenTelemetry.
-
-    A histogram is recorded on both sides. A counter is recorded once, in ``prometheus_client`` (about a
-    microsecond), and OpenTelemetry observes its cumulative values when it collects: an OTel synchronous record
-    costs some 15 microseconds per metric reader, on the hub's event loop.
-    """
+    """Records one counter or histogram family, once, into ``prometheus_client``."""
 
     def __init__(
-        self,
-        family: Family,
-        prefix: str,
-        meter: Meter,
-        exemplar: Callable[[], dict[str, str] | None] | None = None,
-        serving: Callable[[], bool] = lambda: True,
+        self, family: Family, prefix: str, exemplar: Callable[[], dict[str, str] | None] | None = None
     ) -> None:
         self.family = family
-        self._serving = serving
         name = f"{prefix}_{family.name}"
-        desc, unit = family.help, family.unit
-        otel_name = family.instrument(prefix)
         self.prometheus: Counter | Histogram
-        self._otel: Callable[[float, dict[str, str]], None] | None = None
         if family.kind is Kind.COUNTER:
-            self.prometheus = Counter(name, desc, family.labels, registry=None)
-            meter.create_observable_counter(otel_name, callbacks=[self._observe], unit=unit, description=desc)
+            self.prometheus = Counter(name, family.help, family.labels, registry=None)
             self._method = "inc"
             self._exemplar = None
         else:
-            self.prometheus = Histogram(name, desc, family.labels, registry=None, buckets=family.buckets)
-            self._otel = meter.create_histogram(
-                otel_name, unit=unit, description=desc, explicit_bucket_boundaries_advisory=list(family.buckets)
-            ).record
+            self.prometheus = Histogram(name, family.help, family.labels, registry=None, buckets=family.buckets)
             self._method = "observe"
             self._exemplar = exemplar
             """Labels of the exemplar for an observation (``prometheus_client`` keeps one per bucket)."""
-        self._series: dict[tuple[str, ...], tuple[Callable[..., None], dict[str, str]]] = {}
+        self._series: dict[tuple[str, ...], Callable[..., None]] = {}
         # an unlabelled family has one series, which exists from the start like the declared ones
         for labelvalues in family.series if family.labels else ((),):
             self._add_series(labelvalues)
 
-    def _add_series(self, labelvalues: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+    def _add_series(self, labelvalues: tuple[str, ...]) -> Callable[..., None]:
         if len(self._series) >= MAX_SERIES:
             labelvalues = (OVERFLOW,) * len(labelvalues)
             if labelvalues in self._series:
                 return self._series[labelvalues]
             log.warning("jh_otel: %s has %d series; recording new ones as %s", self.family.name, MAX_SERIES, OVERFLOW)
         child = self.prometheus.labels(*labelvalues) if labelvalues else self.prometheus
-        entry = (getattr(child, self._method), dict(zip(self.family.labels, labelvalues)))
-        self._series[labelvalues] = entry
-        return entry
+        record = self._series[labelvalues] = getattr(child, self._method)
+        return record
 
     def declare(self, labelvalues: tuple[str, ...]) -> None:
         """Make the series of ``labelvalues`` exist at zero, so that ``rate()`` counts its first event."""
@@ -88,38 +68,18 @@ class Recorder:
 
     def record(self, value: float, labelvalues: tuple[str, ...] = ()) -> None:
         """Add ``value`` (counter) or observe it (histogram) in the series of ``labelvalues``."""
-        try:
-            prom, attributes = self._series[labelvalues]
-        except KeyError:
-            prom, attributes = self._add_series(labelvalues)
+        record = self._series.get(labelvalues) or self._add_series(labelvalues)
         if self._exemplar is None:
-            prom(value)
+            record(value)
         else:
-            prom(value, self._exemplar())
-        if self._otel is not None:
-            self._otel(value, attributes)
-
-    def _observe(self, options: CallbackOptions) -> list[Observation]:
-        """The counter's cumulative values, for OpenTelemetry's collection (none while the hub is not served)."""
-        if not self._serving():
-            return []
-        try:
-            return [
-                Observation(sample.value, sample.labels)
-                for metric in self.prometheus.collect()
-                for sample in metric.samples
-                if sample.name.endswith("_total")
-            ]
-        except Exception:
-            log.warning("jh_otel: could not observe %s", self.family.name, exc_info=True)
-            return []
+            record(value, self._exemplar())
 
 
 class Instruments:
-    """Every catalogue family, created once from one meter; gauges observe ``snapshot()``.
+    """Every catalogue family, created once; gauges read ``snapshot()`` (or what a hook set) when collected.
 
     ``serving`` says whether the hub's telemetry is installed: while it is not (before the hub attaches, after a
-    failed install, after detach) OpenTelemetry's collection observes nothing of the catalogue, so no reader
+    failed install, after detach) the OTLP export (:meth:`families`) has nothing of the catalogue, so no reader
     reports zeros that JupyterHub never counted.
     """
 
@@ -128,7 +88,6 @@ class Instruments:
     def __init__(
         self,
         catalogue: Catalogue,
-        meter: Meter,
         snapshot: Callable[[], Snapshot | None],
         exemplar: Callable[[], dict[str, str] | None] | None = None,
     ) -> None:
@@ -138,19 +97,18 @@ class Instruments:
         self._live: dict[str, dict[tuple[str, ...], float]] = {}
         for family in catalogue:
             if family.kind is Kind.GAUGE:
-                read = reader(family, snapshot) if family.snapshot else self._live_reader(family.name)
-                self.gauges[family.name] = read
-                meter.create_observable_gauge(
-                    family.instrument(catalogue.prefix),
-                    callbacks=[_observe(family, read, self._is_serving)],
-                    unit=family.unit,
-                    description=family.help,
+                self.gauges[family.name] = (
+                    reader(family, snapshot) if family.snapshot else self._live_reader(family.name)
                 )
             else:
-                self.recorders[family.name] = Recorder(family, catalogue.prefix, meter, exemplar, self._is_serving)
+                self.recorders[family.name] = Recorder(family, catalogue.prefix, exemplar)
 
-    def _is_serving(self) -> bool:
-        return self.serving
+    def families(self) -> list[tuple[Family, str, Metric]]:
+        """(family, prefix, its ``prometheus_client`` metric) of every family with data, for the OTLP export."""
+        if not self.serving:
+            return []
+        by_name = {f"{self.catalogue.prefix}_{f.name}": f for f in self.catalogue}
+        return [(by_name[m.name], self.catalogue.prefix, m) for m in self.collector().collect() if m.name in by_name]
 
     def __getitem__(self, name: str) -> Recorder:
         return self.recorders[name]
@@ -175,21 +133,6 @@ class Instruments:
 
     def collector(self) -> CatalogueCollector:
         return CatalogueCollector(self)
-
-
-def _observe(
-    family: Family, read: Callable[[], list[tuple[tuple[str, ...], float]]], serving: Callable[[], bool]
-) -> Callable[..., Any]:
-    def callback(options: CallbackOptions) -> list[Observation]:
-        if not serving():
-            return []
-        try:
-            return [Observation(value, dict(zip(family.labels, labels))) for labels, value in read()]
-        except Exception:
-            log.warning("jh_otel: could not observe %s", family.name, exc_info=True)
-            return []
-
-    return callback
 
 
 class CatalogueCollector:

@@ -21,10 +21,9 @@ from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import Meter
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import custom, health, resources
+from . import custom, health, producer, resources
 from ._guard import guarded
 from .catalogue import build_catalogue
 from .compat import Expect, unmet
@@ -37,6 +36,7 @@ from .hooks.routes import Routes
 from .hooks.singleuser import SingleUserEnvironment
 from .hooks.spawn import SpawnRecorder
 from .instruments import Instruments
+from .producer import CatalogueProducer
 from .settings import Settings
 from .snapshot import Snapshot, SnapshotRefresher
 from .tracing import HubTracing
@@ -202,12 +202,24 @@ class Custom(Part):
 
     def install(self) -> None:
         t = self.telemetry
-        withhold = t.exposition.withhold if t.exposition is not None else (lambda names: None)
-        metrics = custom.CustomMetrics(t.instruments, t.meter, t.users, t.registry, withhold, t.declarations)
+        metrics = custom.CustomMetrics(t.instruments, t.users, t.registry, t.declarations)
         self.on_uninstall(metrics.uninstall)
         metrics.install()
         t.custom = metrics
         self.on_uninstall(lambda: setattr(t, "custom", None))
+
+
+class OTLPExport(Part):
+    name = "the catalogue's OTLP export"
+
+    def wanted(self) -> bool:
+        return self.telemetry.settings.pushes_metrics
+
+    def install(self) -> None:
+        t = self.telemetry
+        source = CatalogueProducer(lambda: t.instruments.families() + (t.custom.families() if t.custom else []))
+        for undo in producer.install(t.meter_provider, source):
+            self.on_uninstall(undo)
 
 
 class Health(Part):
@@ -298,6 +310,7 @@ PARTS: tuple[type[Part], ...] = (
     OpenMetrics,
     HubState,
     Custom,
+    OTLPExport,
     Health,
     ResourceUsage,
     Traces,
@@ -309,7 +322,7 @@ class HubTelemetry:
     def __init__(
         self,
         settings: Settings,
-        meter: Meter,
+        meter_provider: Any = None,
         registry: CollectorRegistry = REGISTRY,
         tracing: HubTracing | None = None,
         parts: Sequence[type[Part]] = PARTS,
@@ -317,7 +330,8 @@ class HubTelemetry:
         check_registry: health.CheckRegistry = health.REGISTRY,
     ) -> None:
         self.settings = settings
-        self.meter = meter
+        self.meter_provider = meter_provider
+        """Whose push readers export the catalogue over OTLP (:mod:`jh_otel.producer`)."""
         self.tracing = tracing
         self.registry = registry
         self.parts = tuple(parts)
@@ -325,8 +339,11 @@ class HubTelemetry:
         self.check_registry = check_registry
         self.catalogue = build_catalogue(settings)
         self.users = custom.UserLabels(settings.max_user_labels)
-        exemplar = current_exemplar if settings.exemplars == "on" else None
-        self.instruments = Instruments(self.catalogue, meter, self.snapshot, exemplar)
+        # exemplars for /hub/metrics (OpenMetrics, when asked) and for the OTLP export, as the SDK's trace-based filter
+        # gives its own histograms by default
+        wants_exemplars = settings.exemplars == "on" or settings.pushes_metrics
+        exemplar = current_exemplar if wants_exemplars else None
+        self.instruments = Instruments(self.catalogue, self.snapshot, exemplar)
         self.instruments.serving = False  # until every part is installed
         self.app: Any = None
         self.initialize_started: float | None = None

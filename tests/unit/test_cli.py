@@ -15,13 +15,21 @@ from jh_otel.catalogue import build_catalogue
 from jh_otel.cli import main
 from jh_otel.settings import parse_settings
 
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 GOOD = {
     "OTEL_SERVICE_NAME": "jupyterhub",
     "OTEL_METRICS_EXPORTER": "prometheus,otlp",
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_LOGS_EXPORTER": "none",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-    "OTEL_EXPORTER_PROMETHEUS_PORT": "9464",
+    "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+    "OTEL_EXPORTER_PROMETHEUS_PORT": str(_free_port()),  # jh-otel check tells a port in use (9464 may be, here)
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
     "OTEL_TRACES_SAMPLER_ARG": "0.25",
     "OTEL_METRIC_EXPORT_INTERVAL": "15000",

@@ -6,13 +6,13 @@ import asyncio
 import logging
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from prometheus_client import CollectorRegistry, generate_latest
 
 from jh_otel import custom
 from jh_otel.catalogue import build_catalogue
 from jh_otel.instruments import Instruments
+from jh_otel.producer import CatalogueProducer
 from jh_otel.settings import parse_settings
 from jh_otel.snapshot import Snapshot
 
@@ -20,20 +20,19 @@ D = custom.Declarations()
 """This module's declarations: its tests record and declare here, never into the process-wide default."""
 
 
-def installed(registry: CollectorRegistry, meter, cap: int = 3) -> custom.CustomMetrics:
-    instruments = Instruments(build_catalogue(parse_settings({})), meter, lambda: Snapshot())
+def installed(registry: CollectorRegistry, cap: int = 3) -> custom.CustomMetrics:
+    instruments = Instruments(build_catalogue(parse_settings({})), lambda: Snapshot())
     registry.register(instruments.collector())
-    metrics = custom.CustomMetrics(instruments, meter, custom.UserLabels(cap), registry, declarations=D)
+    metrics = custom.CustomMetrics(instruments, custom.UserLabels(cap), registry, declarations=D)
     metrics.install()
     return metrics
 
 
 @pytest.fixture
 def bound():
-    reader = InMemoryMetricReader()
     registry = CollectorRegistry()
-    metrics = installed(registry, MeterProvider(metric_readers=[reader]).get_meter("test"))
-    yield registry, reader
+    metrics = installed(registry)
+    yield registry, metrics
     metrics.uninstall()
     D.instruments.clear()
 
@@ -42,9 +41,10 @@ def lines(registry: CollectorRegistry, prefix: str) -> list[str]:
     return [line for line in generate_latest(registry).decode().splitlines() if line.startswith(prefix)]
 
 
-def otel_names(reader: InMemoryMetricReader) -> set[str]:
-    data = reader.get_metrics_data()
-    return {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+def otel_names(metrics: custom.CustomMetrics) -> set[str]:
+    """The instrument names the OTLP export would have: the catalogue's and the declared instruments'."""
+    producer = CatalogueProducer(lambda: metrics.instruments.families() + metrics.families())
+    return {m.name for m in producer.metrics(lambda kind: AggregationTemporality.CUMULATIVE)}
 
 
 def test_the_spec_helpers_record_the_spec_families(bound) -> None:
@@ -133,7 +133,7 @@ def test_instruments_declared_before_the_hub_is_instrumented_are_served_after() 
     early = custom.counter("early_events", "declared in jupyterhub_config.py", declarations=D)
     early.inc()  # nothing to record into yet: ignored
     registry = CollectorRegistry()
-    metrics = installed(registry, MeterProvider().get_meter("test"))
+    metrics = installed(registry)
     try:
         early.inc(2)
         assert lines(registry, "jupyterhub_early_events_total") == ["jupyterhub_early_events_total 2.0"]

@@ -54,9 +54,7 @@ def test_exemplar_only_inside_a_sampled_span() -> None:
 
 
 def openmetrics_lines(exemplar) -> tuple[list[str], str]:
-    instruments = Instruments(
-        build_catalogue(parse_settings({})), MeterProvider().get_meter("t"), Snapshot, exemplar=exemplar
-    )
+    instruments = Instruments(build_catalogue(parse_settings({})), Snapshot, exemplar=exemplar)
     registry = CollectorRegistry()
     registry.register(instruments.collector())
     tracer = TracerProvider(sampler=ALWAYS_ON).get_tracer("t")

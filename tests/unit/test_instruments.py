@@ -1,14 +1,15 @@
-"""Instruments: one recording lands in the Prometheus family and the OTel instrument, bounded in series."""
+"""Instruments: one recording lands in the Prometheus family, and the OTLP export produced from that one store shows
+it (jh_otel.producer); series bounded."""
 
 from __future__ import annotations
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from prometheus_client import CollectorRegistry, generate_latest
 
 from jh_otel import instruments as instruments_module
 from jh_otel.catalogue import build_catalogue
 from jh_otel.instruments import OVERFLOW, Instruments
+from jh_otel.producer import CatalogueProducer
 from jh_otel.settings import parse_settings
 from jh_otel.snapshot import Snapshot
 
@@ -16,24 +17,16 @@ CATALOGUE = build_catalogue(parse_settings({}))
 
 
 def make(snapshot=Snapshot):
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    instruments = Instruments(CATALOGUE, provider.get_meter("test"), snapshot)
+    instruments = Instruments(CATALOGUE, snapshot)
     registry = CollectorRegistry()
     registry.register(instruments.collector())
-    return instruments, registry, reader
+    return instruments, registry, CatalogueProducer(instruments.families)
 
 
-def otel_points(reader: InMemoryMetricReader, name: str) -> list:
-    data = reader.get_metrics_data()
-    return [
-        p
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == name
-        for p in m.data.data_points
-    ]
+def otel_points(producer: CatalogueProducer, name: str) -> list:
+    """The data points of ``name`` in what the OTLP reader would export now."""
+    metrics = producer.metrics(lambda kind: AggregationTemporality.CUMULATIVE)
+    return [p for m in metrics if m.name == name for p in m.data.data_points]
 
 
 def lines(registry: CollectorRegistry, prefix: str) -> list[str]:
@@ -41,7 +34,8 @@ def lines(registry: CollectorRegistry, prefix: str) -> list[str]:
 
 
 def test_a_histogram_observation_reaches_both_sides() -> None:
-    """One record() is one Prometheus observation in the right bucket and one OTel observation."""
+    """One record() is one Prometheus observation in the right bucket, and the OTLP export shows the same count,
+    sum, bucket counts and bounds."""
     instruments, registry, reader = make()
     instruments["request_duration_seconds"].record(0.3, ("GET", "jupyterhub.handlers.pages.HomeHandler", "200"))
     exposed = lines(registry, "jupyterhub_request_duration_seconds_")
@@ -51,6 +45,8 @@ def test_a_histogram_observation_reaches_both_sides() -> None:
     assert f'jupyterhub_request_duration_seconds_sum{{{code},{handler},method="GET"}} 0.3' in exposed
     (point,) = otel_points(reader, "jupyterhub.request.duration")
     assert point.count == 1 and point.sum == 0.3
+    bounds = CATALOGUE["request_duration_seconds"].buckets
+    assert list(point.bucket_counts) == [1 if b == 0.5 else 0 for b in bounds] + [0]
     assert dict(point.attributes) == {
         "method": "GET",
         "handler": "jupyterhub.handlers.pages.HomeHandler",
@@ -67,6 +63,8 @@ def test_known_series_exist_at_zero_on_both_sides() -> None:
     (point,) = otel_points(reader, "jupyterhub.login.failure")
     assert point.value == 0
     assert not otel_points(reader, "jupyterhub.request.count")
+    instruments.serving = False  # the hub's telemetry not installed: nothing of the catalogue is exported
+    assert otel_points(reader, "jupyterhub.login.failure") == []
 
 
 def test_gauges_read_the_current_snapshot_on_both_sides() -> None:
@@ -111,6 +109,7 @@ def test_series_are_capped_with_an_overflow_series(monkeypatch) -> None:
 
 
 def test_a_declared_series_exists_at_zero_and_counts_once() -> None:
+    """A declared series is exposed at zero once, however often declared, and counts from there."""
     instruments, registry, _ = make()
     assert lines(registry, "jupyterhub_spawn_duration_seconds_count") == []
     for _ in range(2):
