@@ -127,3 +127,30 @@ def test_install_replaces_encode_spans_reversibly_and_falls_back() -> None:
         for restore in undo:
             restore()
     assert (http_module.encode_spans, grpc_module.encode_spans) == originals
+
+
+def test_a_hub_whose_exporters_speak_http_does_not_load_grpc() -> None:
+    """Under the wrapper with OTLP over HTTP, installing jh_otel's encoder loads no grpcio (about 9 MiB): only the
+    exporter modules the SDK imported are patched."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ) | {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_SERVICE_NAME": "test",
+    }
+    program = (
+        "import sys; from opentelemetry.exporter.otlp.proto.http import trace_exporter; "
+        "print('grpc' in sys.modules, getattr(trace_exporter.encode_spans, '_jh_otel', False))"
+    )
+    wrapper = Path(sys.executable).parent / "opentelemetry-instrument"
+    done = subprocess.run(
+        [wrapper, sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["False", "True"], done.stderr

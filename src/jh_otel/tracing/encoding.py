@@ -218,27 +218,28 @@ class _Serialized:
 
 
 def install() -> list[Callable[[], None]]:
-    """``encode_spans`` of the OTLP trace exporter modules that are installed, replaced; returns the undo."""
-    import importlib
+    """``encode_spans`` of the OTLP trace exporter modules in use, replaced; returns the undo.
 
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    Only modules already imported (the SDK's configurator imports the exporter it configures) are replaced: importing
+    the gRPC exporter here would load ``grpcio`` (about 9 MiB) into a hub whose exporters all speak HTTP."""
+    import sys
 
     encoder = SpanEncoder()
     undo: list[Callable[[], None]] = []
     targets = (
-        ("opentelemetry.exporter.otlp.proto.http.trace_exporter", _Serialized),
-        ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", ExportTraceServiceRequest.FromString),
+        ("opentelemetry.exporter.otlp.proto.http.trace_exporter", lambda: _Serialized),
+        ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", _grpc_request),
     )
-    for name, wrap in targets:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
+    for name, wrapper in targets:
+        module = sys.modules.get(name)
+        if module is None:
             continue
         original = getattr(module, "encode_spans", None)
         if getattr(original, "_jh_otel", False):
             continue
         if unmet("fast span encoding for " + name, [Expect(name, "encode_spans", ("sdk_spans",))], _DISTRIBUTIONS):
             continue  # the exporter's own encoder stays
+        wrap = wrapper()
 
         def fast(spans: Sequence[Any], original: Any = original, wrap: Any = wrap) -> Any:
             try:
@@ -251,3 +252,10 @@ def install() -> list[Callable[[], None]]:
         module.encode_spans = fast  # type: ignore[attr-defined]
         undo.append(partial(setattr, module, "encode_spans", original))
     return undo
+
+
+def _grpc_request() -> Callable[[bytes], Any]:
+    """The gRPC exporter needs the request message itself (its stub serializes it)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ExportTraceServiceRequest.FromString
