@@ -48,6 +48,8 @@ Variable                                                Default     Meaning
                                                                     label; later ones are ``_other``.
 ``OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE``               ``off``     ``on``: CPU and memory of each local server's
                                                                     process tree.
+``OTEL_PYTHON_JUPYTERHUB_GC_FREEZE``                    ``on``      ``on``: startup objects are left out of full
+                                                                    garbage collections once the hub has started.
 ``OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES``                 ``off``     ``on``: the health and metrics probes are traced
                                                                     too (they are always in the request metrics).
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.

@@ -287,6 +287,35 @@ class ResourceUsage(Part):
         self.sampler.stop()
 
 
+class StartupObjectsFrozen(Part):
+    """The objects the hub made while starting (modules, classes, configuration, its users and spawners) are left
+    out of the garbage collector's full collections once it has started.
+
+    A full collection scans every tracked object: on a hub of 130 MB it holds the event loop for 150-200 ms, and it
+    runs when the objects that outlived two younger collections have grown by a quarter. Spans wait in the batch
+    processor for seconds, so tracing makes them outlive those collections, and full collections come about twice as
+    often as on a plain hub. ``gc.freeze`` after one last collection at startup leaves the startup objects out of
+    every later scan (refcounting still frees them; only cycles among them are never collected, and they are the
+    hub's long-lived state): a full collection then takes milliseconds, on a plain hub too.
+    """
+
+    name = "freezing the startup objects out of full collections"
+
+    def wanted(self) -> bool:
+        return self.telemetry.settings.gc_freeze == "on"
+
+    def install(self) -> None:
+        pass
+
+    def start(self) -> None:
+        import gc
+
+        gc.collect()  # once, at startup: garbage made while starting is not kept frozen
+        gc.freeze()
+        log.info("jh_otel: %d startup objects left out of full garbage collections", gc.get_freeze_count())
+        self.on_uninstall(gc.unfreeze)
+
+
 class Traces(Part):
     name = "traces"
 
@@ -313,6 +342,7 @@ PARTS: tuple[type[Part], ...] = (
     OTLPExport,
     Health,
     ResourceUsage,
+    StartupObjectsFrozen,
     Traces,
 )
 """The whole wiring of a hub, in install order."""

@@ -22,6 +22,7 @@ OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL = "OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL
 OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS"
 OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE = "OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE"
 OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES = "OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES"
+OTEL_PYTHON_JUPYTERHUB_GC_FREEZE = "OTEL_PYTHON_JUPYTERHUB_GC_FREEZE"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -61,6 +62,10 @@ class Settings:
     resource_usage: str = "off"
     """``on``: CPU and memory of each single-user server's process tree (local-process spawners), every
     ``refresh_interval``, in ``jupyterhub_resource_usage``."""
+    gc_freeze: str = "on"
+    """``on``: once the hub has started, the objects it made at startup are left out of the garbage collector's
+    full collections (``gc.freeze``), which otherwise scan the whole heap and stall the event loop for 100-200 ms
+    each; ``off``: the interpreter's default."""
     trace_probes: str = "off"
     """``off``: requests to JupyterHub's probes (``/hub/health``, ``/hub/api/health``, ``/hub/metrics``,
     ``/hub/api/metrics``) make no span (they stay in every request metric); ``on``: they are traced like any
@@ -191,6 +196,7 @@ VARIABLES = (
     ),
     _Variable(OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE, "resource_usage", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES, "trace_probes", _choice(SWITCH), "one of on, off"),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_GC_FREEZE, "gc_freeze", _choice(SWITCH), "one of on, off"),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",

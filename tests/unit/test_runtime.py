@@ -150,3 +150,22 @@ def test_each_part_is_addressable_for_failure_injection() -> None:
     this module listed in PARTS."""
     for part in PARTS:
         assert getattr(runtime, part.__name__) is part
+
+
+def test_startup_objects_are_frozen_out_of_full_collections_once_started() -> None:
+    """With the default setting the hub's objects at start are left out of later full collections (gc.freeze),
+    and detaching puts them back; ``OTEL_PYTHON_JUPYTERHUB_GC_FREEZE=off`` leaves the collector alone."""
+    import gc
+
+    from jh_otel.runtime import StartupObjectsFrozen
+
+    hub = HubTelemetry(parse_settings({}), None, CollectorRegistry(), None, [StartupObjectsFrozen])
+    assert hub.attach(SimpleNamespace())
+    try:
+        hub.start()
+        assert gc.get_freeze_count() > 1000
+    finally:
+        hub.detach()
+    assert gc.get_freeze_count() == 0
+    off = HubTelemetry(parse_settings({"OTEL_PYTHON_JUPYTERHUB_GC_FREEZE": "off"}), None, CollectorRegistry(), None)
+    assert not StartupObjectsFrozen(off, None).wanted()
