@@ -83,8 +83,11 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._attributes: dict[tuple[int, str, Any], bytes] = {}
-        self._resources: dict[Any, bytes] = {}
-        self._scopes: dict[Any, bytes] = {}
+        # by identity (a provider has one resource, a tracer one scope): Resource.__hash__ serializes its attributes
+        # to JSON on every call, which cost more than encoding the span; each entry keeps its key object alive, so
+        # an id is never reused while cached
+        self._resources: dict[int, tuple[Any, bytes]] = {}
+        self._scopes: dict[int, tuple[Any, bytes]] = {}
 
     def attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> list[bytes]:
         """Each attribute as a ``KeyValue`` field with key byte ``tag``."""
@@ -108,26 +111,28 @@ class SpanEncoder:
         return out
 
     def _resource(self, resource: Any) -> bytes:
-        cached = self._resources.get(resource)
-        if cached is None:
-            cached = b"".join(self.attributes(0x0A, resource.attributes))
-            if len(self._resources) < 64:
-                self._resources[resource] = cached
+        entry = self._resources.get(id(resource))
+        if entry is not None and entry[0] is resource:
+            return entry[1]
+        cached = b"".join(self.attributes(0x0A, resource.attributes))
+        if len(self._resources) < 64:
+            self._resources[id(resource)] = (resource, cached)
         return cached
 
     def _scope(self, scope: Any) -> bytes:
-        cached = self._scopes.get(scope)
-        if cached is None:
-            if scope is None:
-                cached = b""
-            else:
-                parts = [_field(0x0A, scope.name.encode()) if scope.name else b""]
-                if scope.version:
-                    parts.append(_field(0x12, scope.version.encode()))
-                parts.extend(self.attributes(0x1A, scope.attributes))
-                cached = b"".join(parts)
-            if len(self._scopes) < 256:
-                self._scopes[scope] = cached
+        entry = self._scopes.get(id(scope))
+        if entry is not None and entry[0] is scope:
+            return entry[1]
+        if scope is None:
+            cached = b""
+        else:
+            parts = [_field(0x0A, scope.name.encode()) if scope.name else b""]
+            if scope.version:
+                parts.append(_field(0x12, scope.version.encode()))
+            parts.extend(self.attributes(0x1A, scope.attributes))
+            cached = b"".join(parts)
+        if len(self._scopes) < 256:
+            self._scopes[id(scope)] = (scope, cached)
         return cached
 
     def span(self, span: Any) -> bytes:
@@ -179,20 +184,22 @@ class SpanEncoder:
         return b"".join(parts)
 
     def encode(self, spans: Sequence[Any]) -> bytes:
-        groups: dict[Any, dict[Any, list[bytes]]] = {}
+        # grouped by identity: see __init__ (equal resources that are distinct objects make two groups, as valid)
+        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         for span in spans:
-            by_scope = groups.get(span.resource)
-            if by_scope is None:
-                by_scope = groups[span.resource] = {}
+            resource = span.resource
+            group = groups.get(id(resource))
+            if group is None:
+                group = groups[id(resource)] = (resource, {})
             scope = span.instrumentation_scope or None
-            encoded = by_scope.get(scope)
-            if encoded is None:
-                encoded = by_scope[scope] = []
-            encoded.append(_field(0x12, self.span(span)))
+            scoped = group[1].get(id(scope))
+            if scoped is None:
+                scoped = group[1][id(scope)] = (scope, [])
+            scoped[1].append(_field(0x12, self.span(span)))
         out = []
-        for resource, by_scope in groups.items():
+        for resource, by_scope in groups.values():
             body = [_field(0x0A, self._resource(resource))]
-            for scope, encoded in by_scope.items():
+            for scope, encoded in by_scope.values():
                 scope_body = [_field(0x0A, self._scope(scope)), *encoded]
                 if scope is not None and scope.schema_url:
                     scope_body.append(_field(0x1A, scope.schema_url.encode()))
