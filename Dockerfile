@@ -13,9 +13,8 @@ RUN apt-get update \
 WORKDIR /src/jh_otel
 COPY pyproject.toml README.md ./
 COPY src/ src/
-# a current pip: the contrib instrumentations pin their OpenTelemetry core exactly (pip 23 gives up)
-RUN pip install --no-cache-dir --disable-pip-version-check -U pip \
-    && pip install --no-cache-dir --disable-pip-version-check ".[demo]"
+# the image's own pip resolves it (every OpenTelemetry dependency is capped at one train: README, Supported versions)
+RUN pip install --no-cache-dir --disable-pip-version-check ".[demo]"
 
 WORKDIR /srv/jupyterhub
 COPY collector-config/hub/jupyterhub_config.py /srv/jupyterhub/jupyterhub_config.py
