@@ -172,6 +172,13 @@ class Hub:
             timeout=30,
         )
 
+    @staticmethod
+    def refused(response: requests.Response) -> bool:
+        """Whether a login was refused: 403 (JupyterHub 5.1 and later), or the login form again (5.0 answers 200)."""
+        if response.status_code == 403:
+            return True
+        return response.status_code == 200 and "Invalid username or password" in response.text
+
     def wait_server(self, name: str, ready: bool, timeout: float = 60, pending: bool = False) -> dict[str, Any]:
         """Wait until the user's default server is ready (``ready``), gone (not ``ready``), or being spawned
         (``pending``)."""

@@ -25,12 +25,12 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import custom, health, producer, resources
 from ._guard import guarded
-from .catalogue import build_catalogue
+from .catalogue import Catalogue, build_catalogue
 from .compat import Expect, unmet
 from .exposition import Exposition
 from .hooks.auth import LoginRecorder
 from .hooks.exemplars import OpenMetricsNegotiation, current_exemplar
-from .hooks.native import NativeMirror
+from .hooks.native import NativeMirror, follow
 from .hooks.requests import RequestRecorder
 from .hooks.routes import Routes
 from .hooks.singleuser import SingleUserEnvironment
@@ -348,6 +348,15 @@ PARTS: tuple[type[Part], ...] = (
 """The whole wiring of a hub, in install order."""
 
 
+def _following_jupyterhub(catalogue: Catalogue) -> Catalogue:
+    """The catalogue with JupyterHub's own labels and buckets for its native families (hooks.native.follow)."""
+    try:
+        from jupyterhub import metrics
+    except ImportError:  # no hub here (unit tests of other parts)
+        return catalogue
+    return follow(catalogue, metrics)
+
+
 class HubTelemetry:
     def __init__(
         self,
@@ -367,7 +376,7 @@ class HubTelemetry:
         self.parts = tuple(parts)
         self.declarations = declarations
         self.check_registry = check_registry
-        self.catalogue = build_catalogue(settings)
+        self.catalogue = _following_jupyterhub(build_catalogue(settings))
         self.users = custom.UserLabels(settings.max_user_labels)
         # exemplars for /hub/metrics (OpenMetrics, when asked) and for the OTLP export, as the SDK's trace-based filter
         # gives its own histograms by default

@@ -111,3 +111,26 @@ def test_uninstall_restores_the_native_objects() -> None:
     assert recorded.calls == []
     assert "labels" not in vars(module.SERVER_POLL_DURATION_SECONDS)
     assert "inc" not in vars(module.CSP_REPORT_COUNT)
+
+
+def test_the_catalogue_follows_the_installed_jupyterhubs_labels_and_buckets() -> None:
+    """Where the installed JupyterHub defines a native metric otherwise (5.x's spawn histogram without ``reason``,
+    5.0's event-loop buckets from 0.025), the served family takes its labels and buckets, zero series projected."""
+    from types import SimpleNamespace
+
+    from prometheus_client import Histogram
+
+    from jh_otel.catalogue import build_catalogue
+    from jh_otel.hooks.native import follow
+    from jh_otel.settings import parse_settings
+
+    catalogue = build_catalogue(parse_settings({}))
+    jupyterhub_5_0 = SimpleNamespace(
+        SERVER_SPAWN_DURATION_SECONDS=Histogram("s", "s", ["status"], registry=None, buckets=(1, 10)),
+        EVENT_LOOP_INTERVAL_SECONDS=Histogram("e", "e", registry=None, buckets=(0.025, 0.05, 1)),
+    )
+    followed = follow(catalogue, jupyterhub_5_0)
+    spawn, loop = followed["server_spawn_duration_seconds"], followed["event_loop_interval_seconds"]
+    assert spawn.labels == ("status",) and spawn.series == (("success",), ("failure",), ("error",))
+    assert spawn.buckets == (1.0, 10.0) and loop.buckets == (0.025, 0.05, 1.0)
+    assert followed["request_duration_seconds"] == catalogue["request_duration_seconds"]  # not native: unchanged

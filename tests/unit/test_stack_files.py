@@ -36,6 +36,11 @@ HUB_ENTRYPOINT = CONFIG_DIR / "hub" / "entrypoint.sh"
 WEBHOOK = CONFIG_DIR / "alert-webhook.py"
 DEFAULT_TOKEN_FILE = "/srv/jupyterhub/secrets/jupyterhub-metrics-token"
 ADMIN_PASSWORD = "compose-admin-password-0123456789abcdef"
+try:
+    SHARED_PASSWORD = importlib.util.find_spec("jupyterhub.authenticators.shared") is not None
+except ModuleNotFoundError:  # JupyterHub before 5.3 has no jupyterhub.authenticators package at all
+    SHARED_PASSWORD = False
+"""Whether this JupyterHub has SharedPasswordAuthenticator (5.3+), which the hub config then uses."""
 
 # Components of otelcol-contrib (https://github.com/open-telemetry/opentelemetry-collector-releases, distribution
 # otelcol-contrib) this stack may use, by kind: a typo or a component only another distribution ships fails here
@@ -438,10 +443,14 @@ def test_hub_config_gives_the_metrics_service_its_token_and_read_metrics(hub_con
     assert roles and all(role["scopes"] == ["read:metrics"] for role in roles), roles
     assert hub_config.JupyterHub.spawner_class == "simple"
     assert "--allow-root" in hub_config.Spawner.args
-    assert hub_config.JupyterHub.authenticator_class.__name__ == "SharedPasswordAuthenticator"  # JupyterHub 5.3+
-    assert hub_config.SharedPasswordAuthenticator.user_password == "jh-otel-demo"
-    assert hub_config.SharedPasswordAuthenticator.admin_password == ADMIN_PASSWORD
-    assert "DummyAuthenticator" not in hub_config  # its password is deprecated since JupyterHub 5.3
+    if SHARED_PASSWORD:  # JupyterHub 5.3+ (the compose image's JupyterHub 6)
+        assert hub_config.JupyterHub.authenticator_class.__name__ == "SharedPasswordAuthenticator"
+        assert hub_config.SharedPasswordAuthenticator.user_password == "jh-otel-demo"
+        assert hub_config.SharedPasswordAuthenticator.admin_password == ADMIN_PASSWORD
+        assert "DummyAuthenticator" not in hub_config  # its password is deprecated since JupyterHub 5.3
+    else:  # JupyterHub 5.0 to 5.2
+        assert hub_config.JupyterHub.authenticator_class.__name__ == "DummyAuthenticator"
+        assert hub_config.DummyAuthenticator.password == "jh-otel-demo"
     assert hub_config.Authenticator.admin_users == {"admin"}
     data = {target for kind, _, target in mounts(SERVICES["hub"]) if kind == "volume"}
     assert str(PurePosixPath(hub_config.JupyterHub.db_url.removeprefix("sqlite:///")).parent) in data
@@ -453,9 +462,16 @@ def test_hub_config_takes_the_password_from_the_environment(tmp_path: Path) -> N
     token = tmp_path / "token"
     token.write_text("t" * 32)
     config = exec_hub_config(token, JUPYTERHUB_DEMO_PASSWORD="s3cret-passw0rd")
-    assert config.SharedPasswordAuthenticator.user_password == "s3cret-passw0rd"
+    section = (
+        config.SharedPasswordAuthenticator.user_password if SHARED_PASSWORD else config.DummyAuthenticator.password
+    )
+    assert section == "s3cret-passw0rd"
 
 
+@pytest.mark.skipif(
+    not SHARED_PASSWORD,
+    reason="admin passwords are SharedPasswordAuthenticator's (JupyterHub 5.3+, the compose image's JupyterHub 6)",
+)
 def test_hub_config_makes_an_admin_password_once_for_the_owner_only(tmp_path: Path) -> None:
     """Without $JUPYTERHUB_DEMO_ADMIN_PASSWORD, the first start writes one (0600, 32+ characters), later starts read it."""
     token = tmp_path / "token"

@@ -10,6 +10,8 @@ than the catalogue's (5.x's spawn histogram has no ``reason``) records ``""`` fo
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -18,7 +20,7 @@ from prometheus_client import Counter
 from prometheus_client.context_managers import Timer
 
 from .._guard import guarded
-from ..catalogue import Catalogue
+from ..catalogue import Catalogue, Family, Kind
 from ..instruments import Instruments
 
 Record = Callable[[float, tuple[str, ...]], None]
@@ -51,6 +53,37 @@ class _Mirror:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._native, name)
+
+
+def follow(catalogue: Catalogue, module: ModuleType) -> Catalogue:
+    """``catalogue`` as the installed JupyterHub defines its own metrics: each native family takes the native
+    object's labels and buckets, so the families served are JupyterHub's own, exactly, on every version (5.0's
+    event-loop buckets start at 0.025 where 6.x's start at 0.05; 5.x's spawn histogram has no ``reason`` label)."""
+    families = []
+    for family in catalogue:
+        native = getattr(module, family.native or "", None)
+        families.append(_as_native(family, native) if native is not None else family)
+    return Catalogue(catalogue.prefix, tuple(families))
+
+
+def _as_native(family: Family, native: Any) -> Family:
+    labels = tuple(getattr(native, "_labelnames", family.labels))
+    changes: dict[str, Any] = {}
+    series = family.series
+    if labels != family.labels and set(labels) <= set(family.labels):
+        keep = [family.labels.index(label) for label in labels]
+        changes["labels"] = labels
+        series = tuple(tuple(values[i] for i in keep) for values in family.series)
+    # the series JupyterHub itself made at startup (5.x's status values throttled, too-many-users...) exist at zero too
+    created = tuple(tuple(str(v) for v in key) for key in getattr(native, "_metrics", {}) if len(key) == len(labels))
+    if labels and (set(created) - set(series) or series is not family.series):
+        changes["series"] = tuple(dict.fromkeys(series + created))
+    bounds = getattr(native, "_upper_bounds", None)
+    if family.kind is Kind.HISTOGRAM and bounds:
+        buckets = tuple(float(b) for b in bounds if not math.isinf(b))
+        if buckets != family.buckets:
+            changes["buckets"] = buckets
+    return dataclasses.replace(family, **changes) if changes else family
 
 
 class NativeMirror:
