@@ -13,7 +13,7 @@ hold whoever instrumented it):
   server span, no ``Host`` header split into labels); the span carries ``jupyterhub.user.name`` (or
   ``jupyterhub.service.name``) when the request was authenticated; a 5xx sets ``error.type`` and status ERROR
   with the exception recorded; the span ends exactly once. They cost less per request too
-  (``benchmarks/span_costs.py``);
+  (``benchmarks/micro.py``);
 - ``_record_prepare_metrics``/``_record_on_finish_metrics`` record nothing: the contrib server metrics count an
   error response twice and drive ``http.server.active_requests`` negative; jh_otel's catalogue
   (``jupyterhub_request_duration_seconds``...) records every request once, where JupyterHub does.
