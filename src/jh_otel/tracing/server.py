@@ -92,6 +92,15 @@ def request_secrets(request: Any) -> list[str]:
     with thousands of secret-named parameters is not compared with thousands of values in each of its texts.
     """
     headers = request.headers
+    if not (
+        getattr(request, "query_arguments", None)
+        or getattr(request, "body_arguments", None)
+        or "Authorization" in headers
+        or "Cookie" in headers
+        or "Proxy-Authorization" in headers
+        or "/api/authorizations/" in (request.path or "")
+    ):
+        return []  # the common anonymous request: nothing to look through
 
     def named(attribute: str) -> Iterator[str]:
         for name, values in (getattr(request, attribute, None) or {}).items():
