@@ -6,8 +6,6 @@ inherits no credential of the hub."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hubproc import Hub, free_port, otel_env
 from jh_otel.runtime import PARTS
 from otlp_receiver import OTLPReceiver
+from sqlitelock import locked
 
 pytestmark = pytest.mark.e2e
 
@@ -73,16 +72,6 @@ def plain(tmp_path_factory: pytest.TempPathFactory):
 # --- health checks never block the loop, never hold the exit, never distort ------------------------------------
 
 
-LOCKER = """
-import sqlite3, sys, time
-connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-connection.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-connection.execute("ROLLBACK")
-"""
-
-
 def test_a_locked_database_never_holds_the_hubs_event_loop(tmp_path: Path, receiver: OTLPReceiver) -> None:
     """Another process holds the hub's SQLite file exclusively: /hub/health keeps answering within 50 ms all the
     while (the database check and the snapshot query run in threads), and the database check turns unhealthy or
@@ -98,11 +87,7 @@ def test_a_locked_database_never_holds_the_hubs_event_loop(tmp_path: Path, recei
     with Hub(tmp_path, env=env) as hub:
         status = lambda: sample(exporter(port), "jupyterhub_health_check_status", check="database")  # noqa: E731
         wait_for(lambda: status() == 1, 30, "database healthy", hub)
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(tmp_path / "jupyterhub.sqlite"), "6"], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        with locked(tmp_path / "jupyterhub.sqlite", 6):
             locked_at = time.monotonic()
             probe = requests.Session()
             latencies, statuses = [], set()
@@ -112,8 +97,6 @@ def test_a_locked_database_never_holds_the_hubs_event_loop(tmp_path: Path, recei
                 latencies.append(time.perf_counter() - start)
                 statuses.add(status())
                 time.sleep(0.05)
-        finally:
-            locker.wait(30)
         assert max(latencies) < 0.05, f"slowest /hub/health {max(latencies) * 1000:.0f} ms"
         assert statuses & {0.0, -1.0}, statuses  # unhealthy or error while locked
         wait_for(lambda: status() == 1, 30, "database healthy again", hub)

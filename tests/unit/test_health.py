@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from jh_otel import health
 from jh_otel.health import Check, HealthChecks
 from jh_otel.snapshot import Snapshot
+from sqlitelock import locked, longest_gap
 
 
 def in_memory_app(url: str = "sqlite://") -> SimpleNamespace:
@@ -227,53 +228,17 @@ def test_a_sync_check_runs_with_instrumentation_suppressed_in_its_thread() -> No
 def test_the_database_check_of_a_locked_sqlite_file_fails_within_its_timeout_without_holding_the_loop(tmp_path) -> None:
     """Another process holds the hub's SQLite file locked: the database check is unhealthy (or an error) within its
     timeout while the event loop keeps ticking."""
-    import subprocess
-    import sys
-
     path = tmp_path / "hub.sqlite"
     engine = sqlalchemy.create_engine(f"sqlite:///{path}")
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text("CREATE TABLE users (id INTEGER)"))
-    locker = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
-        app = SimpleNamespace(db=Session(engine), db_url=f"sqlite:///{path}")
-        (check,) = [c for c in health.builtin_checks(app, 1.0, lambda: None) if c.name == "database"]
-
-        async def main() -> tuple[health.Result, float]:
-            gaps: list[float] = []
-            last = time.perf_counter()
-
-            async def ticker() -> None:
-                nonlocal last
-                while True:
-                    await asyncio.sleep(0.01)
-                    now = time.perf_counter()
-                    gaps.append(now - last)
-                    last = now
-
-            task = asyncio.ensure_future(ticker())
-            result = await HealthChecks(lambda n, r: None).run(check)
-            task.cancel()
-            return result, max(gaps)
-
-        result, longest_gap = asyncio.run(main())
-    finally:
-        locker.kill()
-        locker.wait()
+    app = SimpleNamespace(db=Session(engine), db_url=f"sqlite:///{path}")
+    (check,) = [c for c in health.builtin_checks(app, 1.0, lambda: None) if c.name == "database"]
+    with locked(path):
+        result, gap = asyncio.run(longest_gap(HealthChecks(lambda n, r: None).run(check)))
     assert result.status in ("unhealthy", "error"), result
     assert result.duration_seconds < 1.5
-    assert longest_gap < 0.2
+    assert gap < 0.2
 
 
 class _ChpResponse:

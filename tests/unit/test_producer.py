@@ -142,3 +142,19 @@ def test_uninstall_leaves_the_readers_as_they_were(hub) -> None:
     parts["undo"].clear()
     provider.force_flush()
     assert not parts["cumulative"].batches or not ours(parts["cumulative"].batches[-1])
+
+
+def test_a_push_reader_without_the_collection_jh_otel_adds_to_is_named_and_left_alone(caplog) -> None:
+    """If the SDK keeps a push reader's collection elsewhere than jh_otel adds to (a private attribute), the catalogue
+    is not pushed through it, with one warning naming the reader; nothing raises."""
+    import logging
+
+    reader = PeriodicExportingMetricReader(Exports(), export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    try:
+        reader._collect = None
+        with caplog.at_level(logging.WARNING, logger="jh_otel"):
+            assert producer.install(provider, CatalogueProducer(lambda: [])) == []
+        assert "cannot add the catalogue to PeriodicExportingMetricReader's collection" in caplog.text
+    finally:
+        provider.shutdown()

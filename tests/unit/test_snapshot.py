@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ from jupyterhub import orm
 from sqlalchemy import event, inspect
 
 from jh_otel.snapshot import ProcessSampler, SnapshotRefresher, count_users, take_snapshot, walk_servers
+from sqlitelock import locked, longest_gap
 
 NOW = datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -141,9 +141,6 @@ def test_a_refresh_queries_a_database_file_off_the_loop_and_survives_a_lock(tmp_
     """With a database file, the users query runs in a thread with a timeout: a file another process holds locked
     delays no tick of the event loop by more than a fraction of the timeout, and the counts keep their last values
     with one warning."""
-    import subprocess
-    import sys
-
     path = tmp_path / "hub.sqlite"
     db = database(4, f"sqlite:///{path}")
     app = SimpleNamespace(db=db, users={"a": SimpleNamespace(spawners={"": spawner(pending="spawn")})})
@@ -152,47 +149,14 @@ def test_a_refresh_queries_a_database_file_off_the_loop_and_survives_a_lock(tmp_
     asyncio.run(refresher.refresh())
     assert refresher() is not None and refresher().total_users == 4 and refresher().pending_servers == 1
     db.commit()
-    locker = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    records = _Records()
+    logging.getLogger("jh_otel.snapshot").addHandler(records)
     try:
-        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
-
-        async def main() -> float:
-            gaps: list[float] = []
-            last = time.perf_counter()
-
-            async def ticker() -> None:
-                nonlocal last
-                while True:
-                    await asyncio.sleep(0.01)
-                    now = time.perf_counter()
-                    gaps.append(now - last)
-                    last = now
-
-            task = asyncio.ensure_future(ticker())
-            await refresher.refresh()
-            task.cancel()
-            return max(gaps)
-
-        records = _Records()
-        logging.getLogger("jh_otel.snapshot").addHandler(records)
-        try:
-            longest_gap = asyncio.run(main())
-        finally:
-            logging.getLogger("jh_otel.snapshot").removeHandler(records)
+        with locked(path):
+            _, gap = asyncio.run(longest_gap(refresher.refresh()))
     finally:
-        locker.kill()
-        locker.wait()
-    assert longest_gap < 0.2
+        logging.getLogger("jh_otel.snapshot").removeHandler(records)
+    assert gap < 0.2
     assert refresher().total_users == 4  # the last counts
     assert [m for m in records.messages if "users query" in m] == [
         "jh_otel: the users query of the hub-state snapshot failed (TimeoutError); user counts keep their last values"
