@@ -1,7 +1,8 @@
 # jh_otel demo hub for docker-compose.yml (the `hub` service; the image copies this file to /srv/jupyterhub/).
 # Any user name logs in with the shared password; 'admin' (an admin) with the admin password, which the hub makes
 # on its first start (`docker-compose exec hub cat /srv/jupyterhub/data/admin-password`). Single-user servers run as
-# root in the same container (SimpleLocalProcessSpawner), so only the proxy's public port listens beyond loopback.
+# root in the same container (SimpleLocalProcessSpawner), so only the proxy's public port and its metrics port listen
+# beyond loopback.
 import importlib.util
 import os
 import secrets
@@ -11,13 +12,16 @@ c = get_config()  # noqa: F821 (JupyterHub's config loader defines it)
 DATA_DIR = os.environ.get("JUPYTERHUB_DATA_DIR", "/srv/jupyterhub/data")  # the hub-data volume
 TOKEN_FILE = os.environ.get("JUPYTERHUB_METRICS_TOKEN_FILE", "/srv/jupyterhub/secrets/jupyterhub-metrics-token")
 
-# The proxy's public port is the only one other containers reach (Prometheus scrapes hub:8000/hub/metrics).
+# The proxy's public port: users, and Prometheus (hub:8000/hub/metrics).
 c.JupyterHub.ip = "0.0.0.0"
 c.JupyterHub.port = 8000
 # The hub API and the proxy API are only used from inside this container.
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = 8081
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+# The proxy's own metrics, for Prometheus (job configurable-http-proxy) and the collector: on the compose network,
+# not published on the host. The hub appends its own flags (--ip, --port, --api-ip, ...) to this command.
+c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", "--metrics-ip=0.0.0.0", "--metrics-port=8002"]
 # Outside the volume: a container never inherits a live proxy from a previous run (entrypoint.sh removes it).
 c.ConfigurableHTTPProxy.pid_file = "/srv/jupyterhub/jupyterhub-proxy.pid"
 

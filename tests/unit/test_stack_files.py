@@ -215,6 +215,16 @@ def collector_ports() -> set[int]:
     return ports
 
 
+def proxy_metrics_ports(hub_config: Config) -> set[int]:
+    """The port configurable-http-proxy serves its metrics on, from the flags of the hub's proxy command."""
+    command = list(hub_config.ConfigurableHTTPProxy.get("command", []))
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in command[1:] if arg.startswith("--") and "=" in arg)
+    if "metrics-port" not in flags:
+        return set()
+    assert flags.get("metrics-ip") in ANY_ADDRESS, f"proxy metrics on {flags.get('metrics-ip')!r}: not reachable"
+    return {int(flags["metrics-port"])}
+
+
 def tempo_ports() -> set[int]:
     ports = {int(TEMPO["server"]["http_listen_port"])}
     for protocol, settings in TEMPO["distributor"]["receivers"]["otlp"]["protocols"].items():
@@ -239,6 +249,7 @@ def listening(hub_config: Config) -> dict[str, set[int]]:
         found = set(IMAGE_PORTS.get(repo, set()))
         if name == "hub":
             found.add(int(hub_config.JupyterHub.port))
+            found |= proxy_metrics_ports(hub_config)
         elif repo == "otel/opentelemetry-collector-contrib":
             found |= collector_ports()
         elif repo == "grafana/tempo":
@@ -410,6 +421,24 @@ def test_prometheus_targets_are_compose_services_and_their_ports(listening: dict
     scraped = {t for job in PROMETHEUS["scrape_configs"] for s in job["static_configs"] for t in s["targets"]}
     collector_metrics = f"otel-collector:{host_port(COLLECTOR['exporters']['prometheus']['endpoint'])[1]}"
     assert collector_metrics in scraped, f"nothing scrapes the collector's prometheus exporter ({collector_metrics})"
+
+
+def test_collector_scrape_targets_are_compose_services_and_their_ports(listening: dict[str, set[int]]) -> None:
+    """Every prometheus receiver of the collector scrapes a service on a port it listens on."""
+    receivers = {i: r for i, r in COLLECTOR["receivers"].items() if component_type(i) == "prometheus"}
+    assert receivers, "no prometheus receiver for configurable-http-proxy's metrics"
+    for receiver_id, receiver in receivers.items():
+        for job in receiver["config"]["scrape_configs"]:
+            for static in job["static_configs"]:
+                for target in static["targets"]:
+                    assert_reaches(target, listening, f"collector {receiver_id} job {job['job_name']}")
+
+
+def test_prometheus_scrapes_the_proxy_metrics_the_hub_turns_on(hub_config: Config) -> None:
+    """The hub starts configurable-http-proxy with its metrics on the port of Prometheus' proxy job."""
+    (job,) = [job for job in PROMETHEUS["scrape_configs"] if job["job_name"] == "configurable-http-proxy"]
+    targets = [host_port(t) for s in job["static_configs"] for t in s["targets"]]
+    assert targets == [("hub", port) for port in proxy_metrics_ports(hub_config)], targets
 
 
 def test_urls_between_services_name_services_and_ports(listening: dict[str, set[int]]) -> None:
