@@ -18,11 +18,13 @@ from pathlib import Path
 OUTPUT = Path(__file__).resolve().parents[1] / "collector-config" / "grafana" / "dashboards" / "jupyterhub.json"
 PROMETHEUS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job=~"$job", instance=~"$instance"'
-"""Every query's selector: the dashboard's job and instance variables."""
+"""Every hub query's selector: the dashboard's job and instance variables."""
+PROXY = 'job="configurable-http-proxy"'
+"""The proxy row's selector: configurable-http-proxy's own metrics (prometheus.yml's job of that name)."""
 
 
-def rate(metric: str, by: str = "", extra: str = "", window: str = "$__rate_interval") -> str:
-    labels = f"{SEL}, {extra}" if extra else SEL
+def rate(metric: str, by: str = "", extra: str = "", window: str = "$__rate_interval", selector: str = SEL) -> str:
+    labels = f"{selector}, {extra}" if extra else selector
     grouping = f" by ({by})" if by else ""
     return f"sum{grouping} (rate({metric}{{{labels}}}[{window}]))"
 
@@ -162,6 +164,78 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ),
     ),
     (
+        "Spawn phases",
+        (
+            Panel(
+                "Spawn phases p50 by profile",
+                "timeseries",
+                (
+                    q(
+                        quantile(0.5, "jupyterhub_spawn_phase_duration_seconds", "phase, profile"),
+                        "{{profile}}: {{phase}}",
+                    ),
+                ),
+                "Median time of each phase of a spawn, stacked, per profile (the profile a spawn's user_options "
+                "name; empty without one): prepare, start, wait_up, proxy for every spawner; scheduling, image_pull "
+                "and container_start from KubeSpawner's Kubernetes events.",
+                unit="s",
+                width=12,
+                options={"stacking": {"mode": "normal"}},
+            ),
+            Panel(
+                "Spawn phases p95 by profile",
+                "timeseries",
+                (
+                    q(
+                        quantile(0.95, "jupyterhub_spawn_phase_duration_seconds", "phase, profile"),
+                        "{{profile}}: {{phase}}",
+                    ),
+                ),
+                "95th percentile of each phase, stacked, per profile.",
+                unit="s",
+                width=12,
+                options={"stacking": {"mode": "normal"}},
+            ),
+            Panel(
+                "Slowest phase",
+                "timeseries",
+                (q(f"topk(1, {quantile(0.95, 'jupyterhub_spawn_phase_duration_seconds', 'phase')})", "{{phase}}"),),
+                "The phase with the highest 95th percentile over time: where spawns lose their time.",
+                unit="s",
+            ),
+            Panel(
+                "Spawn time by profile",
+                "timeseries",
+                (
+                    q(
+                        quantile(0.5, "jupyterhub_spawn_profile_duration_seconds", "profile"),
+                        "p50 {{profile}}",
+                        True,
+                    ),
+                    q(quantile(0.95, "jupyterhub_spawn_profile_duration_seconds", "profile"), "p95 {{profile}}", True),
+                ),
+                "Whole spawns (User.spawn until the route is added) per profile. The points are exemplars: each "
+                "opens the trace of one spawn (OTEL_PYTHON_JUPYTERHUB_EXEMPLARS=on); its jupyterhub.spawn log "
+                "record has the same phases.",
+                unit="s",
+            ),
+            Panel(
+                "Spawn success rate by profile",
+                "timeseries",
+                (
+                    q(
+                        f"sum by (profile) (rate(jupyterhub_spawn_profile_duration_seconds_count{{{SEL}, "
+                        f'status="success"}}[$__range])) / sum by (profile) '
+                        f"(rate(jupyterhub_spawn_profile_duration_seconds_count{{{SEL}}}[$__range]) > 0)",
+                        "{{profile}}",
+                    ),
+                ),
+                "Spawns that ended with their route added, over all spawns of the profile, in the time range.",
+                unit="percentunit",
+            ),
+        ),
+    ),
+    (
         "Performance",
         (
             Panel(
@@ -239,6 +313,72 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "Whether Prometheus can scrape the hub, jh_otel's health checks (1 healthy, 0 unhealthy, -1 error: "
                 "details at /hub/api/jh-otel/health), and the answers of /hub/health (what load balancers and "
                 "Kubernetes probes ask).",
+                width=12,
+            ),
+        ),
+    ),
+    (
+        "Proxy",
+        (
+            Panel(
+                "Proxied requests by status",
+                "timeseries",
+                (q(rate("requests_proxy", "status", selector=PROXY), "{{status}}"),),
+                "Requests configurable-http-proxy forwarded (to the hub and to user servers), by the status the "
+                "user got: 503 is a route to a server that is gone, 502 a target that refused the connection.",
+                unit="reqps",
+            ),
+            Panel(
+                "Route lookup latency",
+                "timeseries",
+                (
+                    q(
+                        f"{rate('find_target_for_req_sum', selector=PROXY)} / "
+                        f"{rate('find_target_for_req_count', selector=PROXY)}",
+                        "mean",
+                    ),
+                    q(f'max(find_target_for_req{{{PROXY}, quantile="0.99"}})', "p99 since the proxy started"),
+                ),
+                "Time the proxy takes to find the target of a request in its routing table, on every request it "
+                "forwards (its summary's quantiles cover the proxy's whole life, the mean the rate window).",
+                unit="s",
+            ),
+            Panel(
+                "Route API calls",
+                "timeseries",
+                (
+                    q(rate("api_route_add", selector=PROXY), "add"),
+                    q(rate("api_route_delete", selector=PROXY), "delete"),
+                    q(rate("api_route_get", selector=PROXY), "get"),
+                    q(rate("requests_api", "status", selector=PROXY), "API answers: {{status}}"),
+                ),
+                "The hub's calls to the proxy's REST API: routes added at spawns, deleted at stops, read at route "
+                "checks; and the API's answers by status.",
+                unit="ops",
+            ),
+            Panel(
+                "Proxy and hub restarts",
+                "timeseries",
+                (
+                    q(f"sum(changes(process_start_time_seconds{{{PROXY}}}[$__range]))", "proxy"),
+                    q(f"sum(changes(process_start_time_seconds{{{SEL}}}[$__range]))", "hub"),
+                ),
+                "Process starts within the dashboard's time range (alerts ConfigurableHTTPProxyRestarted and "
+                "JupyterHubRestarted): a proxy restart loses its routes until the hub restores them.",
+                width=12,
+            ),
+            Panel(
+                "Last-activity updates",
+                "timeseries",
+                (
+                    q(
+                        f"{rate('last_activity_updating_sum', selector=PROXY)} / "
+                        f"{rate('last_activity_updating_count', selector=PROXY)}",
+                        "mean",
+                    ),
+                ),
+                "Time the proxy spends recording a route's last activity (what the hub reads to cull idle servers).",
+                unit="s",
                 width=12,
             ),
         ),
@@ -353,7 +493,8 @@ def dashboard() -> dict:
     return {
         "uid": "jupyterhub-otel",
         "title": "JupyterHub",
-        "description": "JupyterHub instrumented with jh_otel: users, servers, performance, system.",
+        "description": "JupyterHub instrumented with jh_otel: users, servers, spawn phases, performance, the proxy, "
+        "system.",
         "tags": ["jupyterhub", "jh_otel"],
         "timezone": "browser",
         "editable": True,

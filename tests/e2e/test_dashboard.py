@@ -1,7 +1,7 @@
 """The provisioned Grafana dashboard, proven against the real thing: a real Prometheus on the shipped config scrapes
-a driven hub (logins, a spawn, API calls, health checks, a stop, a failed spawn), and every PromQL query read from
-the dashboard's JSON returns data; its variables list the hub; the latency panels' exemplars open traces that the
-hub really sent."""
+a driven hub (logins, a spawn, API calls, health checks, a stop, a failed spawn) and its configurable-http-proxy's
+own metrics, and every PromQL query read from the dashboard's JSON returns data; its variables list the hub; the
+latency panels' exemplars open traces that the hub really sent."""
 
 from __future__ import annotations
 
@@ -76,14 +76,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             exporter_port=exporter_port,
             extra={"OTEL_PYTHON_JUPYTERHUB_EXEMPLARS": "on", "OTEL_PYTHON_JUPYTERHUB_REFRESH_INTERVAL": "1"},
         )
-        with Hub(tmp / "hub", env) as hub:
+        proxy_metrics = free_port()
+        # configurable-http-proxy's own metrics, turned on as the shipped hub config does (on loopback here)
+        proxy_command = f"""
+        c.ConfigurableHTTPProxy.command = [
+            "configurable-http-proxy", "--metrics-ip=127.0.0.1", "--metrics-port={proxy_metrics}"
+        ]
+        """
+        with Hub(tmp / "hub", env, extra_config=proxy_command) as hub:
             config = shipped_config(
                 copy_config(tmp / "prometheus", SERVICE_TOKEN),
-                {"jupyterhub": hub.url.removeprefix("http://")},
+                {
+                    "jupyterhub": hub.url.removeprefix("http://"),
+                    "configurable-http-proxy": f"127.0.0.1:{proxy_metrics}",
+                },
             )
             proc, url = start_prometheus(config, tmp, "--enable-feature=exemplar-storage")
             try:
                 wait_for(url, 'up{job="jupyterhub"} == 1', hub)  # the zeros are in before the first event
+                wait_for(url, 'up{job="configurable-http-proxy"} == 1', hub)
                 drive(hub)
                 wait_for(url, 'sum(jupyterhub_spawn_failure_total{job="jupyterhub"}) > 0', hub)  # the last event
                 time.sleep(2)  # two more scrapes for the rates
@@ -123,10 +134,12 @@ def wait_for(url: str, promql: str, hub: Hub, timeout: float = 30) -> None:
     raise AssertionError(f"Prometheus has nothing for {promql} after {timeout}s:\n{hub.log()[-3000:]}")
 
 
-def test_the_dashboard_has_the_four_groups_and_the_spec_queries() -> None:
+def test_the_dashboard_has_its_groups_and_the_spec_queries() -> None:
+    """The rows are users, servers, spawn phases, performance, the proxy and system, with the seed spec's four
+    queries."""
     board = json.loads(DASHBOARD.read_text())
     rows = [panel["title"] for panel in board["panels"] if panel["type"] == "row"]
-    assert rows == ["Users", "Servers", "Performance", "System"]
+    assert rows == ["Users", "Servers", "Spawn phases", "Performance", "Proxy", "System"]
     titles = {panel["title"] for panel in board["panels"]}
     for spec_query in ("Active users (24 h)", "Average spawn time", "Spawn success rate", "API request rate"):
         assert spec_query in titles
