@@ -3,9 +3,9 @@
 ``OTLPReceiver`` listens on 127.0.0.1 only, on two ports chosen by the OS:
 
 * OTLP/gRPC: the ``MetricsService`` and ``TraceService`` from
-  ``opentelemetry-proto``, served by ``grpcio``;
-* OTLP/HTTP: ``POST /v1/metrics`` and ``POST /v1/traces`` with
-  ``application/x-protobuf`` bodies, plain, gzip or deflate encoded.
+  ``opentelemetry-proto``, served by ``grpcio`` (logs over HTTP only);
+* OTLP/HTTP: ``POST /v1/metrics``, ``POST /v1/traces`` and ``POST /v1/logs``
+  with ``application/x-protobuf`` bodies, plain, gzip or deflate encoded.
 
 Every accepted export is kept (its protobuf bytes and the decoded request) and
 flattened into plain dataclasses (``Metric``/``DataPoint`` and ``Span``), so
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
     metrics_service_pb2_grpc,
@@ -58,6 +59,7 @@ except ImportError:  # pragma: no cover - only without googleapis-common-protos
 
 __all__ = [
     "DataPoint",
+    "LogRecord",
     "Metric",
     "OTLPReceiver",
     "ReceivedRequest",
@@ -70,6 +72,7 @@ LOOPBACK = "127.0.0.1"
 
 METRICS = "metrics"
 TRACES = "traces"
+LOGS = "logs"
 
 _SIGNALS: dict[str, tuple[type, type]] = {
     METRICS: (
@@ -80,9 +83,13 @@ _SIGNALS: dict[str, tuple[type, type]] = {
         trace_service_pb2.ExportTraceServiceRequest,
         trace_service_pb2.ExportTraceServiceResponse,
     ),
+    LOGS: (
+        logs_service_pb2.ExportLogsServiceRequest,
+        logs_service_pb2.ExportLogsServiceResponse,
+    ),
 }
 
-_HTTP_PATHS = {"/v1/metrics": METRICS, "/v1/traces": TRACES}
+_HTTP_PATHS = {"/v1/metrics": METRICS, "/v1/traces": TRACES, "/v1/logs": LOGS}
 
 _PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
 
@@ -177,6 +184,21 @@ class Span:
     resource: dict[str, Any]
     scope_name: str
     scope_version: str
+    transport: str
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    event_name: str
+    body: Any
+    severity_text: str
+    severity_number: int
+    attributes: dict[str, Any]
+    trace_id: str
+    span_id: str
+    time_unix_nano: int
+    resource: dict[str, Any]
+    scope_name: str
     transport: str
 
 
@@ -357,6 +379,26 @@ def flatten_spans(request, transport: str = "") -> list[Span]:
     return out
 
 
+def flatten_logs(request, transport: str = "") -> list[LogRecord]:
+    """Flatten an ``ExportLogsServiceRequest`` into ``LogRecord`` records."""
+    return [
+        LogRecord(
+            event_name=record.event_name,
+            body=_any_value(record.body),
+            severity_text=record.severity_text,
+            severity_number=record.severity_number,
+            attributes=_attributes(record.attributes),
+            trace_id=record.trace_id.hex(),
+            span_id=record.span_id.hex(),
+            time_unix_nano=record.time_unix_nano,
+            resource=dict(resource),
+            scope_name=scope.name,
+            transport=transport,
+        )
+        for resource, scope, record in _scoped(request.resource_logs, "scope_logs", "log_records")
+    ]
+
+
 # --------------------------------------------------------------------------
 # gRPC side
 # --------------------------------------------------------------------------
@@ -503,6 +545,7 @@ class OTLPReceiver:
         self._requests: list[ReceivedRequest] = []
         self._metrics: list[Metric] = []
         self._spans: list[Span] = []
+        self._logs: list[LogRecord] = []
         # accepted exports not flattened yet: an export is answered as soon as it parses, the Python-level
         # flattening waits for the first read (so the receiver keeps up with a fast exporter)
         self._unflattened: list[tuple[str, Any, str]] = []
@@ -748,6 +791,8 @@ class OTLPReceiver:
         for signal, message, transport in self._unflattened:
             if signal == METRICS:
                 self._metrics.extend(flatten_metrics(message, transport))
+            elif signal == LOGS:
+                self._logs.extend(flatten_logs(message, transport))
             else:
                 self._spans.extend(flatten_spans(message, transport))
         self._unflattened.clear()
@@ -762,6 +807,12 @@ class OTLPReceiver:
         """Every span of every accepted export (optionally one name), flat."""
         with self._lock:
             return [s for s in self._flattened()[1] if name is None or s.name == name]
+
+    def logs(self, event_name: str | None = None) -> list[LogRecord]:
+        """Every log record of every accepted export (optionally one event name), flat."""
+        with self._lock:
+            self._flattened()
+            return [r for r in self._logs if event_name is None or r.event_name == event_name]
 
     def metric_names(self) -> set[str]:
         with self._lock:
@@ -783,6 +834,7 @@ class OTLPReceiver:
             self._requests.clear()
             self._metrics.clear()
             self._spans.clear()
+            self._logs.clear()
             self._unflattened.clear()
             self._changed.notify_all()
 

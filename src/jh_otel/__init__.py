@@ -52,6 +52,12 @@ Variable                                                Default     Meaning
                                                                     garbage collections once the hub has started.
 ``OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES``                 ``off``     ``on``: the health and metrics probes are traced
                                                                     too (they are always in the request metrics).
+``OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION``               profile     The ``user_options`` key naming a spawn's
+                                                                    profile (label of the spawn-phase families).
+``OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS``           ``50``      Distinct profiles under a profile label; later
+                                                                    ones are ``_other``.
+``OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS``                ``on``      ``on``: one ``jupyterhub.spawn`` log record and
+                                                                    one hub log line per spawn.
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.

@@ -86,6 +86,13 @@ _SPAWN_SERIES = each(status=("success", "failure", "error"), reason=("",)) + eac
     status=("failure",), reason=("throttled", "too-many-users", "already-pending")
 )
 _REQUEST_LABELS = ("method", "handler", "code")
+SPAWN_PHASES = ("prepare", "start", "scheduling", "image_pull", "container_start", "wait_up", "proxy")
+"""The phases of a spawn (:mod:`jh_otel.hooks.phases`): ``prepare`` (``User.spawn`` until the spawner's ``start()``
+is called: auth state, options, pre-spawn hooks), ``start`` (``start()`` until it returns), ``wait_up`` (until the
+server answers), ``proxy`` (its route added); from the spawner's progress events (KubeSpawner's Kubernetes events,
+their own timestamps): ``scheduling`` (until ``Scheduled``), ``image_pull`` (``Pulling`` to ``Pulled``),
+``container_start`` (``Created`` to ``Started``)."""
+SPAWN_OUTCOMES = ("success", "failure", "cancelled")
 
 
 def _families(settings: Settings) -> tuple[Family, ...]:
@@ -167,6 +174,17 @@ def _families(settings: Settings) -> tuple[Family, ...]:
         Family("spawn_failure", Kind.COUNTER, "Total number of failed server spawns", "spawn.failure",
                "{spawn}", ("spawner_class", "error_type"), origin="seed", hook="spawn",
                definition="`User.spawn` calls that raised; `error_type` is the exception's class name."),
+        Family("spawn_phase_duration_seconds", Kind.HISTOGRAM, "Time spent in each phase of a server spawn",
+               "spawn.phase.duration", "s", ("phase", "profile"), buckets=spawn, origin="jh_otel", hook="phases",
+               definition="Each phase a spawn completed (`prepare`, `start`, `wait_up`, `proxy` for every spawner; "
+                          "`scheduling`, `image_pull`, `container_start` from KubeSpawner-style progress events); "
+                          "`profile` is the spawn's `user_options` profile (`OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION`), "
+                          "`\"\"` without one, bounded (`OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS`)."),
+        Family("spawn_profile_duration_seconds", Kind.HISTOGRAM, "Time spent spawning servers, by profile",
+               "spawn.profile.duration", "s", ("profile", "status"), buckets=spawn, origin="jh_otel",
+               hook="phases",
+               definition="Whole spawns, from `User.spawn` until the route is added (or the spawn failed or was "
+                          "cancelled: `status` `success`, `failure`, `cancelled`), by profile."),
         Family("hub_response_duration_seconds", Kind.HISTOGRAM, "Time for Hub to respond to requests",
                "hub_response.duration", "s", buckets=DEFAULT_BUCKETS, origin="seed", hook="requests",
                definition="Requests outside the REST API (pages, redirects, OAuth, static files): what a "

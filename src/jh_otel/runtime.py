@@ -31,6 +31,7 @@ from .exposition import Exposition
 from .hooks.auth import LoginRecorder
 from .hooks.exemplars import OpenMetricsNegotiation, current_exemplar
 from .hooks.native import NativeMirror, follow
+from .hooks.phases import SpawnPhases
 from .hooks.requests import RequestRecorder
 from .hooks.routes import Routes
 from .hooks.singleuser import SingleUserEnvironment
@@ -150,6 +151,33 @@ class SpawnMetrics(Part):
             # rate() then counts the first spawn, and failures are attempts minus successes (alerts.yml)
             for name in ("spawn_success", "spawn_duration_seconds"):
                 instruments[name].declare((spawner_class.__name__,))
+
+
+class SpawnPhaseMetrics(Part):
+    name = "spawn phases"
+    expects = (
+        Expect("jupyterhub.user", "User.spawn", ("self", "server_name")),
+        Expect("jupyterhub.spawner", "Spawner.run_pre_spawn_hook", ("self",)),
+        Expect("jupyterhub.spawner", "Spawner.progress", ("self",)),
+        Expect("jupyterhub.user", "User._wait_up", ("self", "spawner")),
+        Expect("jupyterhub.proxy", "Proxy.add_user", ("self", "user", "server_name")),
+    )
+
+    def install(self) -> None:
+        settings = self.telemetry.settings
+        phases = SpawnPhases(
+            self.telemetry.instruments,
+            settings.profile_option,
+            settings.max_profile_labels,
+            settings.spawn_records == "on",
+        )
+        self.wrap("jupyterhub.user", "User.spawn", phases.user_spawn)
+        self.wrap("jupyterhub.spawner", "Spawner.run_pre_spawn_hook", phases.pre_spawn_hook)
+        self.wrap("jupyterhub.user", "User._wait_up", phases.wait_up)
+        self.wrap("jupyterhub.proxy", "Proxy.add_user", phases.add_user)
+        instruments = self.telemetry.instruments
+        # the success series of spawns without a profile exist at zero, like the other spawn families
+        instruments["spawn_profile_duration_seconds"].declare(("", "success"))
 
 
 class SingleUserServers(Part):
@@ -335,6 +363,7 @@ PARTS: tuple[type[Part], ...] = (
     RequestMetrics,
     LoginMetrics,
     SpawnMetrics,
+    SpawnPhaseMetrics,
     SingleUserServers,
     OpenMetrics,
     HubState,

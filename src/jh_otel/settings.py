@@ -23,6 +23,9 @@ OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS
 OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE = "OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE"
 OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES = "OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES"
 OTEL_PYTHON_JUPYTERHUB_GC_FREEZE = "OTEL_PYTHON_JUPYTERHUB_GC_FREEZE"
+OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION = "OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION"
+OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS"
+OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS = "OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -70,6 +73,15 @@ class Settings:
     """``off``: requests to JupyterHub's probes (``/hub/health``, ``/hub/api/health``, ``/hub/metrics``,
     ``/hub/api/metrics``) make no span (they stay in every request metric); ``on``: they are traced like any
     request."""
+    profile_option: str = "profile"
+    """The key of a spawn's ``user_options`` that names its profile (KubeSpawner's ``profile`` slug by default): the
+    ``profile`` label of the spawn-phase and per-profile families and an attribute of the ``jupyterhub.spawn`` span;
+    ``""`` when the spawn has none."""
+    max_profile_labels: int = 50
+    """Distinct profiles the per-profile families record; later ones are recorded as ``_other``."""
+    spawn_records: str = "on"
+    """``on``: when a spawn ends (ready, failed or cancelled), one ``jupyterhub.spawn`` log record (through
+    ``OTEL_LOGS_EXPORTER``, in the spawn's trace) and one hub log line with its outcome and phases; ``off``: neither."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
@@ -132,6 +144,14 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 
 _PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_OPTION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _option(raw: str) -> str:
+    value = raw.strip()
+    if not _OPTION_NAME.match(value):
+        raise _Invalid
+    return value
 
 
 def _prefix(raw: str) -> str:
@@ -197,6 +217,19 @@ VARIABLES = (
     _Variable(OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE, "resource_usage", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES, "trace_probes", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_GC_FREEZE, "gc_freeze", _choice(SWITCH), "one of on, off"),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION,
+        "profile_option",
+        _option,
+        "a user_options key: 1 to 64 letters, digits, _, . or -",
+    ),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS,
+        "max_profile_labels",
+        _integer(1, 10000),
+        "a whole number from 1 to 10000",
+    ),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS, "spawn_records", _choice(SWITCH), "one of on, off"),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",

@@ -116,7 +116,8 @@ def test_names_are_unique_and_prefixed() -> None:
 
 
 def test_bucket_settings_reach_the_spawn_and_stop_families() -> None:
-    """JupyterHub's two bucket variables set the buckets of its families and of the seed spawn histogram."""
+    """JupyterHub's two bucket variables set the buckets of its families, of the seed spawn histogram and of the
+    spawn-phase and per-profile histograms."""
     custom = build_catalogue(
         parse_settings(
             {
@@ -127,6 +128,8 @@ def test_bucket_settings_reach_the_spawn_and_stop_families() -> None:
     )
     assert custom["server_spawn_duration_seconds"].buckets == (1.0, 10.0)
     assert custom["spawn_duration_seconds"].buckets == (1.0, 10.0)
+    assert custom["spawn_phase_duration_seconds"].buckets == (1.0, 10.0)
+    assert custom["spawn_profile_duration_seconds"].buckets == (1.0, 10.0)
     assert custom["server_stop_seconds"].buckets == (2.0, 20.0)
 
 

@@ -163,7 +163,7 @@ class HubTracing:
             if undo is not None:
                 self._undo.append(undo)
         with guarded("tracing JupyterHub operations"):
-            self.operations = Operations(tracer)
+            self.operations = Operations(tracer, settings.profile_option)
             self._undo.append(self.operations.uninstall)
             self.operations.install(app, initialize_started)
 

@@ -3,10 +3,11 @@
 Every wrapper calls the original unconditionally and is reversible. Where the work happens:
 
 - ``jupyterhub.login``: ``BaseHandler.login_user``; ``jupyterhub.logout``: ``LogoutHandler.get``.
-- ``jupyterhub.spawn``: ``BaseHandler.spawn_single_user``, inside the request's span. JupyterHub finishes a spawn in
-  a background task (``spawner._spawn_future``); the tasks inherit the span's context, and the span ends when that
-  future does, so it is the parent of ``jupyterhub.spawner.start``, ``jupyterhub.server.wait_up`` (``User._wait_up``)
-  and ``jupyterhub.proxy.add_route``. Progress messages are span events.
+- ``jupyterhub.spawn``: ``BaseHandler.spawn_single_user``, inside the request's span; ``jupyterhub.spawn.profile`` is
+  the profile its ``user_options`` name (``OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION``, ``""`` without one). JupyterHub
+  finishes a spawn in a background task (``spawner._spawn_future``); the tasks inherit the span's context, and the
+  span ends when that future does, so it is the parent of ``jupyterhub.spawner.start``, ``jupyterhub.server.wait_up``
+  (``User._wait_up``) and ``jupyterhub.proxy.add_route``. Progress messages are span events.
 - ``jupyterhub.stop``: ``BaseHandler.stop_single_user`` (ends with ``spawner._stop_future``), ``user_stopped``
   (a server that exited), and ``User.stop`` when no stop span is already current.
 - ``jupyterhub.spawner.start/stop/poll``: the methods of each spawner class the hub uses, wrapped on the class the
@@ -40,11 +41,13 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, supp
 
 from .._guard import guarded
 from ..compat import Expect, unmet
+from ..hooks.phases import profile_of
 from .server import user_attributes
 
 USER = "jupyterhub.user.name"
 SERVER = "jupyterhub.server.name"
 SPAWNER_CLASS = "jupyterhub.spawner.class"
+PROFILE = "jupyterhub.spawn.profile"
 _polls: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("jh_otel_polls", default=None)
 # (id(spawner), method) of the spawner-method spans in progress: a subclass's method that calls super() makes one span
 _in_spawner_method: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
@@ -87,8 +90,9 @@ def _fail(span: Any, error: BaseException) -> None:
 
 
 class Operations:
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, profile_option: str = "profile") -> None:
         self.tracer = tracer
+        self.profile_option = profile_option
         self.startup: Any = None
         self._undo: list[Callable[[], None]] = []
         self._spawner_classes: set[type] = set()
@@ -342,8 +346,16 @@ class Operations:
     def _spawn(self, wrapped: Any, handler: Any, args: Any, kwargs: Any) -> Any:
         user = args[0] if args else kwargs.get("user")
         server_name = args[1] if len(args) > 1 else kwargs.get("server_name", "")
+        option = self.profile_option
         return self._until_done(
-            "jupyterhub.spawn", user, server_name, "_spawn_future", lambda: wrapped(*args, **kwargs), "Server requested"
+            "jupyterhub.spawn",
+            user,
+            server_name,
+            "_spawn_future",
+            lambda: wrapped(*args, **kwargs),
+            "Server requested",
+            # the options User.spawn keeps (their position in the call differs between JupyterHub 5 and 6)
+            lambda spawner: {PROFILE: profile_of(getattr(spawner, "user_options", None), option)},
         )
 
     def _stop(self, wrapped: Any, handler: Any, args: Any, kwargs: Any) -> Any:
@@ -352,7 +364,14 @@ class Operations:
         return self._until_done("jupyterhub.stop", user, server_name, "_stop_future", lambda: wrapped(*args, **kwargs))
 
     async def _until_done(
-        self, name: str, user: Any, server_name: Any, future_attribute: str, call: Callable[[], Any], event: str = ""
+        self,
+        name: str,
+        user: Any,
+        server_name: Any,
+        future_attribute: str,
+        call: Callable[[], Any],
+        event: str = "",
+        at_end: Callable[[Any], dict[str, Any]] | None = None,
     ) -> Any:
         """A span from now until the spawner's background future (``_spawn_future``/``_stop_future``) is done."""
         spawner = None
@@ -380,17 +399,27 @@ class Operations:
             otel_context.detach(token)
             with guarded("ending an operation span"):
                 future = getattr(spawner, future_attribute, None)
+                last = (lambda: at_end(spawner)) if at_end is not None else None
                 if future is not None and not future.done():
-                    future.add_done_callback(lambda f: self._end(span, spans, name, _future_error(f)))
+                    future.add_done_callback(lambda f: self._end(span, spans, name, _future_error(f), last))
                 else:
-                    self._end(span, spans, name, error if future is None else _future_error(future) or error)
+                    self._end(span, spans, name, error if future is None else _future_error(future) or error, last)
 
-    def _end(self, span: Any, spans: dict[str, Any], name: str, error: BaseException | None) -> None:
+    def _end(
+        self,
+        span: Any,
+        spans: dict[str, Any],
+        name: str,
+        error: BaseException | None,
+        last: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         with guarded("ending an operation span"):
             if spans.get(name) is span:
                 del spans[name]
             if not span.is_recording():
                 return
+            if last is not None:
+                span.set_attributes(last())
             if error is not None:
                 _fail(span, error)
                 span.record_exception(error)
