@@ -2,7 +2,7 @@
 Kubernetes events (tests/phasespawner.py) gives the scheduling, image-pull and container-start phases within 10 %
 of the events' gaps under the profile chosen in user_options; the plain local spawner gets the generic phases;
 each spawn, ready or failed, ends with exactly one ``jupyterhub.spawn`` log record at a real OTLP receiver and one
-hub log line, in the trace of the spawn's span."""
+hub log line, in the trace of the spawn's span; 1,000 distinct profiles leave the profile label within its cap."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import fastspawner
 import phasespawner
 from hubproc import FAILING_USER, Hub, otel_env
 from otlp_receiver import OTLPReceiver
@@ -137,6 +138,37 @@ def test_the_plain_local_spawner_gets_the_generic_phases(receiver: OTLPReceiver,
         assert len(spawn_lines(hub, "lin")) == 1
         assert hub.api("DELETE", "/users/lin/server").status_code in (202, 204)
         hub.wait_server("lin", ready=False)
+
+
+def test_a_thousand_profiles_stay_within_the_cap(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """1,000 spawns, each with a profile of its own, on a real hub (the in-process FastSpawner): the per-profile
+    families have at most the cap's profiles, then ``_other``."""
+    env = otel_env(
+        receiver.http_endpoint, metrics="prometheus", extra={"OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS": "20"}
+    )
+    with Hub(tmp_path / "hub", env, extra_config=fastspawner.hub_config()) as hub:
+        assert hub.api("POST", "/users/many").status_code == 201
+        api = f"http://127.0.0.1:{hub.hub_port}/hub/api/users/many/server"  # the hub's own port, as the churn
+        deadline = time.monotonic() + 600
+        for i in range(1000):
+            spawned = hub.session.post(api, json={"profile": f"profile-{i:04d}"}, timeout=30)
+            assert spawned.status_code in (201, 202), spawned.text[:300]
+            if spawned.status_code == 202:
+                wait_until(lambda: hub.api("GET", "/users/many").json()["servers"].get("", {}).get("ready"), hub=hub)
+            stopped = hub.session.delete(api, timeout=30)
+            assert stopped.status_code in (202, 204), stopped.text[:300]
+            if stopped.status_code == 202:
+                wait_until(lambda: not hub.api("GET", "/users/many").json()["servers"], hub=hub)
+            assert time.monotonic() < deadline
+        profiles: dict[str, float] = {}
+        for family in text_string_to_metric_families(hub.scrape()):
+            for s in family.samples:
+                if s.name == "jupyterhub_spawn_profile_duration_seconds_count":
+                    profiles[s.labels["profile"]] = profiles.get(s.labels["profile"], 0) + s.value
+        assert set(profiles) == {"", "_other"} | {f"profile-{i:04d}" for i in range(20)}
+        assert profiles[""] == 0 and profiles["_other"] == 980
+        assert sum(profiles.values()) == 1000
+        assert hub.log().count("distinct spawn profiles") == 1
 
 
 def _user(item) -> str:
