@@ -56,6 +56,19 @@ def q(expr: str, legend: str = "", exemplar: bool = False) -> Query:
     return Query(expr, legend, exemplar)
 
 
+def phases_panel(q_: float, description: str) -> Panel:
+    """The spawn phases at quantile ``q_``, stacked per profile."""
+    return Panel(
+        f"Spawn phases p{round(q_ * 100)} by profile",
+        "timeseries",
+        (q(quantile(q_, "jupyterhub_spawn_phase_duration_seconds", "phase, profile"), "{{profile}}: {{phase}}"),),
+        description,
+        unit="s",
+        width=12,
+        options={"stacking": {"mode": "normal"}},
+    )
+
+
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     (
         "Users",
@@ -166,36 +179,13 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     (
         "Spawn phases",
         (
-            Panel(
-                "Spawn phases p50 by profile",
-                "timeseries",
-                (
-                    q(
-                        quantile(0.5, "jupyterhub_spawn_phase_duration_seconds", "phase, profile"),
-                        "{{profile}}: {{phase}}",
-                    ),
-                ),
+            phases_panel(
+                0.5,
                 "Median time of each phase of a spawn, stacked, per profile (the profile a spawn's user_options "
                 "name; empty without one): prepare, start, wait_up, proxy for every spawner; scheduling, image_pull "
                 "and container_start from KubeSpawner's Kubernetes events.",
-                unit="s",
-                width=12,
-                options={"stacking": {"mode": "normal"}},
             ),
-            Panel(
-                "Spawn phases p95 by profile",
-                "timeseries",
-                (
-                    q(
-                        quantile(0.95, "jupyterhub_spawn_phase_duration_seconds", "phase, profile"),
-                        "{{profile}}: {{phase}}",
-                    ),
-                ),
-                "95th percentile of each phase, stacked, per profile.",
-                unit="s",
-                width=12,
-                options={"stacking": {"mode": "normal"}},
-            ),
+            phases_panel(0.95, "95th percentile of each phase, stacked, per profile."),
             Panel(
                 "Slowest phase",
                 "timeseries",
