@@ -463,12 +463,33 @@ def test_http_reply_is_empty_export_response(receiver):
 def test_http_rejects_bad_path_content_type_and_body(receiver):
     """Unknown paths get 404, non-protobuf content 415, undecodable bodies 400, and none is recorded."""
     proto = {"Content-Type": "application/x-protobuf"}
-    assert _post(receiver.http_port, "/v1/logs", b"", proto)[0] == 404
+    assert _post(receiver.http_port, "/v1/profiles", b"", proto)[0] == 404
     assert _post(receiver.http_port, "/v1/metrics", b"{}", {"Content-Type": "application/json"})[0] == 415
     assert _post(receiver.http_port, "/v1/traces", b"\xff\xff\xff", proto)[0] == 400
     bad_gzip = {**proto, "Content-Encoding": "gzip"}
     assert _post(receiver.http_port, "/v1/traces", b"not gzip", bad_gzip)[0] == 400
     assert receiver.requests(include_rejected=True) == []
+
+
+def test_http_logs_are_recorded_and_flattened(receiver):
+    """A hand-made OTLP/HTTP logs export is answered with an empty response and flattened into one LogRecord."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+
+    record = logs_pb2.LogRecord(event_name="jupyterhub.spawn", severity_text="INFO", trace_id=b"\x01" * 16)
+    record.body.string_value = "spawn success"
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])]
+    )
+    status, _, payload = _post(
+        receiver.http_port, "/v1/logs", request.SerializeToString(), {"Content-Type": "application/x-protobuf"}
+    )
+    assert status == 200
+    assert (
+        logs_service_pb2.ExportLogsServiceResponse.FromString(payload) == logs_service_pb2.ExportLogsServiceResponse()
+    )
+    [log] = receiver.logs("jupyterhub.spawn")
+    assert (log.body, log.severity_text, log.trace_id) == ("spawn success", "INFO", "01" * 16)
 
 
 def test_grpc_stub_gets_empty_export_response(receiver):
