@@ -75,6 +75,14 @@ def run_scenario(
         )
     elif scenario.kind == "shutdown":
         result = measure.run_shutdown(scenario, workdir / scenario.name, options, smoke)
+    elif scenario.kind == "imports":
+        import imports
+
+        result = imports.run(scenario, options, smoke)
+    elif scenario.kind == "outage":
+        import outage
+
+        result = outage.run(scenario, workdir / scenario.name, options, smoke)
     else:
         pair, envs = hubmod.start_pair(workdir / scenario.name, scenario, receiver.http_endpoint, options)
         entry["env"] = envs

@@ -242,6 +242,10 @@ def other_tables(results: dict[str, Any]) -> str:
             "**Hub exit with the collector unreachable** (`shutdown`; SIGTERM to exit, s):\n\n"
             + table(["hub", "max", "median", "each pair"], rows)
         )
+    if "imports" in found:
+        parts.append(imports_table(found["imports"]))
+    if "outage" in found:
+        parts.append(outage_table(found["outage"]))
     if "scrape-10k" in found:
         sc = found["scrape-10k"]
         base, cand = sc["labels"]
@@ -300,6 +304,61 @@ def other_tables(results: dict[str, Any]) -> str:
             + f"\n\nHealth checks' median durations on the busy hub, ms: {bg.get('check_ms')}."
         )
     return "\n\n".join(parts) if parts else "No other measurement in this run."
+
+
+def imports_table(entry: dict[str, Any]) -> str:
+    rows = []
+    for r in entry["rows"]:
+        rows.append(
+            [
+                f"`{r['module']}`" if not r["module"].startswith("(") else r["module"],
+                fmt(r.get("added_rss_mib"), 2) if "added_rss_mib" in r else "—",
+                fmt(r.get("added_uss_mib"), 2) if "added_uss_mib" in r else "—",
+                fmt(r.get("added_modules")) if "added_modules" in r else fmt(r["modules"]),
+                fmt(r["rss_mib"]),
+            ]
+        )
+    s = entry["summary"]
+    return (
+        f"**Memory per import** (`imports`: a fresh interpreter imports each module in turn, median of "
+        f"{entry['repeat']}; a module counts what it added on top of those above it). The imports of a jh_otel hub "
+        f"over OTLP/HTTP add {fmt(s['jh_otel_imports_rss_mib'])} MiB to a plain hub's "
+        f"{fmt(s['plain_hub_imports_rss_mib'])} MiB; the last row, the gRPC exporter, is what "
+        f"`OTEL_EXPORTER_OTLP_PROTOCOL=grpc` would add:\n\n"
+        + table(["import", "RSS added, MiB", "USS added, MiB", "modules added", "RSS after, MiB"], rows)
+    )
+
+
+def outage_table(entry: dict[str, Any]) -> str:
+    base, cand = both = entry["labels"]
+    h, t = entry["hubs"], entry["timeline"]
+    rows = []
+    for what, key in (
+        ("requests made while the collector was up (after the warm-up)", "sent_while_up"),
+        ("... whose span arrived", "received_while_up"),
+        ("... whose span was lost", "lost_up"),
+        ("requests made while it was down / whose span arrived anyway", None),
+        ("failed requests", "failed_requests"),
+        ("hub RSS before the outage -> after, MiB", None),
+        ("RSS growth, MiB", "rss_growth_mib"),
+        ("`Queue full` warnings / outbox outage warnings in the hub log", None),
+    ):
+        if key is not None:
+            rows.append([what, fmt(h[base][key]), fmt(h[cand][key])])
+        elif what.startswith("requests made while it was down"):
+            rows.append([what] + [f"{fmt(h[x]['sent_while_down'])} / {fmt(h[x]['received_while_down'])}" for x in both])
+        elif what.startswith("hub RSS"):
+            rows.append([what] + [f"{fmt(h[x]['rss_before_mib'])} -> {fmt(h[x]['rss_after_mib'])}" for x in both])
+        else:
+            rows.append(
+                [what]
+                + [f"{h[x]['log']['queue_full_warnings']} / {h[x]['log'].get('outage_warnings', 0)}" for x in both]
+            )
+    return (
+        f"**Collector outage and flapping** (`outage`: up {fmt(t['warm_s'], 0)} s, down {fmt(t['down_s'], 0)} s, "
+        f"{t['flaps']} x ({fmt(t['flap_s'], 0)} s up, {fmt(t['flap_s'], 0)} s down), up {fmt(t['settle_s'], 0)} s; "
+        f"`{base}`: the SDK's delivery, `{cand}`: jh_otel's outbox):\n\n" + table(["measure", base, cand], rows)
+    )
 
 
 def cycles_table(name: str, entry: dict[str, Any]) -> str:

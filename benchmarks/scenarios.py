@@ -83,7 +83,7 @@ class Target:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # "load" | "pipeline" | "shutdown" | "scrape" | "latency" | "cycles"
+    kind: str  # "load" | "pipeline" | "shutdown" | "scrape" | "latency" | "cycles" | "outage" | "imports"
     measures: str
     candidate: Variant
     baseline: Variant = field(default_factory=lambda: PLAIN)
@@ -125,6 +125,7 @@ FULL_SAMPLING = {
 """Traces at full sampling over OTLP/HTTP to the live receiver, metrics over Prometheus and OTLP; the SDK's own
 schedules (spans batched every 5 s or 512 spans, metrics exported every 60 s)."""
 
+SPAN_BUFFER = "OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER"
 JH_OTEL_DEFAULT = Variant("jh_otel", wrapper=True, settings=DEFAULT_SETTINGS)
 JH_OTEL_FULL = Variant("jh_otel", wrapper=True, settings=FULL_SAMPLING)
 
@@ -321,6 +322,64 @@ SCENARIOS: tuple[Scenario, ...] = (
             Target("cycle_ratio", "<=", 1.1, "time per cycle <= 1.1x plain"),
         ),
         params={"blocks": 10, "block_cycles": 100, "smoke_blocks": 3, "smoke_block_cycles": 10},
+    ),
+    Scenario(
+        name="outage",
+        kind="outage",
+        measures="a collector down for 2 minutes, then flapping (10 s up, 10 s down), under 50 requests/s: the SDK's "
+        "delivery (baseline) against jh_otel's outbox",
+        baseline=Variant("sdk-delivery", wrapper=True, settings={**FULL_SAMPLING, SPAN_BUFFER: "0"}),
+        candidate=JH_OTEL_FULL,
+        targets=(
+            Target("lost_up", "<=", 0, "through flapping, spans made while the collector is up arrive", judged="value"),
+            Target(
+                "rss_growth_mib", "<=", 3.0, "memory returns to within 3 MiB of its level before the outage", "value"
+            ),
+        ),
+        params={
+            "path": "/hub/api/users/user00001",
+            "users": 10,
+            "rate": 50.0,
+            "warm_s": 20.0,
+            "down_s": 120.0,
+            "flaps": 6,
+            "flap_s": 10.0,
+            "settle_s": 30.0,
+            "smoke_warm_s": 5.0,
+            "smoke_down_s": 10.0,
+            "smoke_flaps": 2,
+            "smoke_flap_s": 5.0,
+            "smoke_settle_s": 12.0,
+        },
+    ),
+    Scenario(
+        name="imports",
+        kind="imports",
+        measures="RSS each import of a jh_otel hub adds to a plain hub's (`jupyterhub.app`), in the order given",
+        candidate=JH_OTEL_FULL,
+        params={
+            "baseline_module": "jupyterhub.app",
+            "modules": (
+                "jupyterhub.app",
+                "opentelemetry.sdk.trace",
+                "opentelemetry.sdk.metrics",
+                "opentelemetry.sdk._logs",
+                "opentelemetry.instrumentation.auto_instrumentation",
+                "opentelemetry.distro",
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+                "opentelemetry.exporter.otlp.proto.http._log_exporter",
+                "opentelemetry.exporter.prometheus",
+                "opentelemetry.instrumentation.tornado",
+                "opentelemetry.instrumentation.sqlalchemy",
+                "opentelemetry.instrumentation.aiohttp_client",
+                "jh_otel.runtime",
+                "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+            ),
+            "not_loaded_over_http": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter",),
+            "repeat": 5,
+            "smoke_repeat": 1,
+        },
     ),
     # ---- not in a default run: comparisons for a question at hand (--scenario NAME) ----
     Scenario(

@@ -58,6 +58,8 @@ Variable                                                Default     Meaning
                                                                     ones are ``_other``.
 ``OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS``                ``on``      ``on``: one ``jupyterhub.spawn`` log record and
                                                                     one hub log line per spawn.
+``OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER``                  ``4``       MiB of encoded spans kept through a collector
+                                                                    outage, newest sent first; ``0``: the SDK's own.
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.

@@ -26,6 +26,7 @@ OTEL_PYTHON_JUPYTERHUB_GC_FREEZE = "OTEL_PYTHON_JUPYTERHUB_GC_FREEZE"
 OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION = "OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION"
 OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS"
 OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS = "OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS"
+OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER = "OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER"
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -82,6 +83,9 @@ class Settings:
     spawn_records: str = "on"
     """``on``: when a spawn ends (ready, failed or cancelled), one ``jupyterhub.spawn`` log record (through
     ``OTEL_LOGS_EXPORTER``, in the spawn's trace) and one hub log line with its outcome and phases; ``off``: neither."""
+    span_buffer: int = 4
+    """MiB of encoded spans an OTLP span exporter's outbox keeps while the collector does not accept them (newest
+    sent first, the oldest dropped past it); ``0``: no outbox, the SDK's own delivery."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
@@ -230,6 +234,12 @@ VARIABLES = (
         "a whole number from 1 to 10000",
     ),
     _Variable(OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS, "spawn_records", _choice(SWITCH), "one of on, off"),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER,
+        "span_buffer",
+        _integer(0, 256),
+        "a whole number of MiB from 0 to 256",
+    ),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,
         "metrics_prefix",

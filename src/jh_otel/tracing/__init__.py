@@ -2,8 +2,9 @@
 
 :class:`ProcessTracing` runs in every process under the wrapper (the hub, and single-user servers that inherit
 it): stable HTTP semantic conventions, the tornado corrections, tornado and aiohttp-client instrumentation, the
-scrubbing exporter in front of every span exporter and the fast OTLP span encoder. :class:`HubTracing` is bound to
-one hub: SQL spans on its engine, its operation spans and log correlation.
+scrubbing exporter in front of every span exporter, the fast OTLP span encoder and the outbox that carries spans
+through collector outages. :class:`HubTracing` is bound to one hub: SQL spans on its engine, its operation spans
+and log correlation.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from .._guard import guarded
 from ..compat import Expect, unmet
 from ..settings import Settings
 from ..version import __version__
-from . import client, encoding
+from . import client, encoding, outbox
 from .logs import correlate
 from .operations import Operations
-from .scrubbing import KnownSecrets, wrap_exporters
+from .scrubbing import KnownSecrets, scrubbers, wrap_exporters
 from .server import ServerCorrections
 from .singleuser import StartupSpan, is_spawned_server
 from .sql import trace_engine
@@ -79,6 +80,9 @@ class ProcessTracing:
             self._undo += wrap_exporters(self.tracer_provider, self.known)
         with guarded("encoding spans"):
             self._undo += encoding.install()
+        with guarded("delivering spans through collector outages"):
+            holders = [(exporter, "inner") for exporter in scrubbers(self.tracer_provider)]
+            self._undo += outbox.install(holders, self.settings.span_buffer * 2**20)
         corrected = False
         with guarded("correcting the tornado instrumentation"):
             from opentelemetry.instrumentation import tornado as contrib_tornado

@@ -21,6 +21,7 @@ not seconds of the GIL while the hub's event loop waits.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import threading
 import time
@@ -299,8 +300,12 @@ class ScrubbingSpanExporter(SpanExporter):
                 log.debug("jh_otel: dropped a span that could not be scrubbed", exc_info=True)
         return self.inner.export(clean)
 
-    def shutdown(self) -> None:
-        self.inner.shutdown()
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        # the batch processor passes what is left of its shutdown budget to an exporter that takes one
+        if "timeout_millis" in inspect.signature(self.inner.shutdown).parameters:
+            self.inner.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+        else:
+            self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -328,6 +333,18 @@ def wrap_exporters(tracer_provider: Any, known: KnownSecrets) -> list[Any]:
         setattr(holder, attribute, ScrubbingSpanExporter(inner, known))
         undo.append(lambda holder=holder, attribute=attribute, inner=inner: setattr(holder, attribute, inner))
     return undo
+
+
+def scrubbers(tracer_provider: Any) -> list[ScrubbingSpanExporter]:
+    """The :class:`ScrubbingSpanExporter` of each of ``tracer_provider``'s span processors."""
+    found = []
+    multi = getattr(tracer_provider, "_active_span_processor", None)
+    for processor in getattr(multi, "_span_processors", ()):
+        holder, attribute = _exporter_slot(processor)
+        exporter = getattr(holder, attribute, None) if holder is not None else None
+        if isinstance(exporter, ScrubbingSpanExporter):
+            found.append(exporter)
+    return found
 
 
 def _exporter_slot(processor: Any) -> tuple[Any, str]:
