@@ -121,8 +121,9 @@ class ProcessTracing:
 
     def _instrument(self, entry_point: str, module: str, name: str, allowed: bool = True) -> None:
         """Instrumented before jh_otel chose the conventions (the wrapper loads entry points in no set order):
-        again, with them. Not instrumented: only with traces on, and never against the operator's
-        ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``; not ``allowed``: uninstrumented, and not instrumented again."""
+        uninstrumented, and instrumented again with them only with traces on (``OTEL_PYTHON_JUPYTERHUB_TRACES=off``
+        or no traces exporter: no request spans made for nothing) and when ``allowed``; never against the
+        operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``."""
         if _disabled(entry_point):
             return
         try:
@@ -132,9 +133,7 @@ class ProcessTracing:
             return
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
-        elif not self.settings.traces_on:
-            return
-        if not allowed:
+        if not (allowed and self.settings.traces_on):
             return
         instrumentor.instrument(tracer_provider=self.tracer_provider, skip_dep_check=True)
         self._undo.append(instrumentor.uninstrument)

@@ -1,0 +1,61 @@
+"""Which contrib instrumentations ProcessTracing leaves on: traces off means none, whoever instrumented first."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from jh_otel.settings import Settings
+from jh_otel.tracing import ProcessTracing
+
+
+class FakeInstrumentor:
+    instrumented = False
+
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool:
+        return FakeInstrumentor.instrumented
+
+    def instrument(self, **kwargs: Any) -> None:
+        FakeInstrumentor.instrumented = True
+
+    def uninstrument(self) -> None:
+        FakeInstrumentor.instrumented = False
+
+
+@pytest.fixture
+def fake_module(monkeypatch: pytest.MonkeyPatch) -> str:
+    module = types.ModuleType("jh_otel_test_fake_instrumentation")
+    module.FakeInstrumentor = FakeInstrumentor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    FakeInstrumentor.instrumented = False
+    return module.__name__
+
+
+@pytest.mark.parametrize(
+    ("settings", "already", "allowed", "expected"),
+    [
+        (Settings(traces_exporters=("otlp",)), True, True, True),
+        (Settings(traces_exporters=("otlp",)), False, True, True),
+        (Settings(traces="off", traces_exporters=("otlp",)), True, True, False),
+        (Settings(traces="off", traces_exporters=("otlp",)), False, True, False),
+        (Settings(traces_exporters=("none",)), True, True, False),
+        (Settings(traces_exporters=("otlp",)), True, False, False),
+    ],
+    ids=["on-after-wrapper", "on", "off-after-wrapper", "off", "no-exporter-after-wrapper", "not-allowed"],
+)
+def test_an_instrumentation_is_on_only_with_traces_on_and_allowed(
+    fake_module: str, settings: Settings, already: bool, allowed: bool, expected: bool
+) -> None:
+    """With traces off (or no traces exporter) an instrumentation the wrapper switched on is switched off, not on
+    again; with traces on it ends instrumented, unless jh_otel could not correct it."""
+    FakeInstrumentor.instrumented = already
+    tracing = ProcessTracing(settings, TracerProvider())
+    tracing._instrument("fake", fake_module, "FakeInstrumentor", allowed)
+    assert FakeInstrumentor.instrumented is expected
+    tracing.uninstall()
+    assert FakeInstrumentor.instrumented is False
