@@ -13,7 +13,10 @@ are all ``_other``, so no input can grow memory without limit.
 from __future__ import annotations
 
 import logging
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from time import monotonic
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -25,6 +28,8 @@ from .snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 MAX_SERIES = 1000
+EXEMPLAR_INTERVAL = 1.0
+"""Seconds a histogram bucket keeps its exemplar before an observation in it sets a new one."""
 OVERFLOW = "_other"
 
 
@@ -47,6 +52,11 @@ class Recorder:
             self._exemplar = exemplar
             """Labels of the exemplar for an observation (``prometheus_client`` keeps one per bucket)."""
         self._series: dict[tuple[str, ...], Callable[..., None]] = {}
+        bounds = [float(b) for b in family.buckets or ()]
+        self._bounds: list[float] = bounds if bounds and bounds[-1] == math.inf else [*bounds, math.inf]
+        """The histogram's bucket bounds as ``prometheus_client`` keeps them (``+Inf`` last)."""
+        self._stamps: dict[tuple[str, ...], list[float]] = {}
+        """Per series, when each bucket's exemplar was last set (histograms with exemplars only)."""
         # an unlabelled family has one series, which exists from the start like the declared ones
         for labelvalues in family.series if family.labels else ((),):
             self._add_series(labelvalues)
@@ -58,6 +68,8 @@ class Recorder:
                 return self._series[labelvalues]
             log.warning("jh_otel: %s has %d series; recording new ones as %s", self.family.name, MAX_SERIES, OVERFLOW)
         child = self.prometheus.labels(*labelvalues) if labelvalues else self.prometheus
+        if self._exemplar is not None:
+            self._stamps[labelvalues] = [-EXEMPLAR_INTERVAL] * len(self._bounds)
         record = self._series[labelvalues] = getattr(child, self._method)
         return record
 
@@ -71,8 +83,19 @@ class Recorder:
         record = self._series.get(labelvalues) or self._add_series(labelvalues)
         if self._exemplar is None:
             record(value)
-        else:
-            record(value, self._exemplar())
+            return
+        # a bucket's exemplar is renewed at most every EXEMPLAR_INTERVAL seconds: prometheus_client validates and
+        # allocates one per observation (5 us against 0.9), and a scrape or export shows only the last one anyway
+        stamps = self._stamps[labelvalues]
+        bucket = min(bisect_left(self._bounds, value), len(stamps) - 1)
+        now = monotonic()
+        if now - stamps[bucket] < EXEMPLAR_INTERVAL:
+            record(value)
+            return
+        exemplar = self._exemplar()
+        if exemplar is not None:
+            stamps[bucket] = now
+        record(value, exemplar)
 
 
 class Instruments:

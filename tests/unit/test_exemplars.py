@@ -152,3 +152,38 @@ def test_the_hub_telemetry_installs_and_removes_the_negotiation() -> None:
     part.uninstall()
     assert module.generate_latest is original
     assert not hasattr(module.MetricsHandler.get, "__wrapped__")
+
+
+def test_a_bucket_renews_its_exemplar_at_most_once_an_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within EXEMPLAR_INTERVAL a bucket keeps its exemplar; another bucket gets its own at once; an observation
+    outside a sampled span sets none and does not hold the bucket's next one back; past the interval it renews."""
+    from jh_otel import instruments as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module, "monotonic", lambda: clock[0])
+    ids = iter([None, "a", "b", "c", "d"])
+    instruments = Instruments(
+        build_catalogue(parse_settings({})), Snapshot, exemplar=lambda: (lambda i: i and {"trace_id": i})(next(ids))
+    )
+    record = instruments["hub_response_duration_seconds"].record
+    histogram = instruments["hub_response_duration_seconds"].prometheus
+
+    def exemplar(bound: str) -> str | None:
+        for metric in histogram.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket") and sample.labels["le"] == bound and sample.exemplar:
+                    return sample.exemplar.labels["trace_id"]
+        return None
+
+    record(0.2)  # unsampled: no exemplar
+    assert exemplar("0.25") is None
+    record(0.2)  # "a"
+    record(0.21)  # within the interval: kept
+    assert exemplar("0.25") == "a"
+    record(3.0)  # another bucket: "b" at once
+    assert (exemplar("0.25"), exemplar("5.0")) == ("a", "b")
+    clock[0] += module.EXEMPLAR_INTERVAL
+    record(0.22)  # "c"
+    assert exemplar("0.25") == "c"
+    (count,) = [s.value for s in histogram.collect()[0].samples if s.name.endswith("_count")]
+    assert count == 5  # every observation counted
