@@ -259,3 +259,47 @@ def test_a_users_server_inherits_no_credential_of_the_hub(tmp_path: Path, receiv
     assert otel["OTEL_EXPORTER_OTLP_METRICS_HEADERS"] == "api-key=for-user-servers"
     assert not [k for k in otel if k != "OTEL_EXPORTER_OTLP_METRICS_HEADERS" and ("HEADERS" in k or "CLIENT" in k)]
     assert "OTEL_UNHEARD_OF" not in otel and "OTEL_EXPORTER_OTLP_CERTIFICATE" not in otel
+
+
+# --- a collector outage costs no span made while it is up -------------------------------------------------------
+
+
+def test_spans_made_before_during_and_after_a_collector_outage_arrive(tmp_path: Path, receiver: OTLPReceiver) -> None:
+    """The collector goes away (connections refused) for 8 s under traffic and comes back: every request span made
+    before and after arrives, those made during it too, each once; the hub log says so in one warning and one
+    recovery line, and no batch processor queue filled."""
+    env = otel_env(
+        receiver.http_endpoint,
+        traces="otlp",
+        metrics="prometheus",
+        exporter_port=free_port(),
+        extra={"OTEL_TRACES_SAMPLER": "always_on", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "3"},
+    )
+    session = requests.Session()
+
+    def traffic(hub: Hub, first: int, count: int, seconds: float) -> None:
+        for n in range(first, first + count):
+            assert session.get(f"{hub.url}/hub/api?n={n}", timeout=10).status_code == 200
+            time.sleep(seconds / count)
+
+    def numbers() -> list[int]:
+        return sorted(
+            int(s.attributes["url.query"][2:])
+            for s in receiver.spans()
+            if s.kind == "SERVER" and s.attributes.get("url.query", "").startswith("n=")
+        )
+
+    with Hub(tmp_path, env=env) as hub:
+        traffic(hub, 0, 20, 1)
+        wait_for(lambda: numbers() == list(range(20)), 20, "spans before the outage", hub)
+        receiver.stop(grace=0)
+        traffic(hub, 20, 40, 4)
+        time.sleep(4)  # the exporter's retries fail
+        receiver.start()
+        traffic(hub, 60, 20, 1)
+        wait_for(lambda: set(numbers()) >= set(range(80)), 30, "every span", hub)
+        assert numbers() == list(range(80))
+        text = hub.log()
+    assert text.count("the trace collector is not accepting spans") == 1, text[-3000:]
+    assert text.count("the trace collector accepts spans again") == 1
+    assert "Queue full" not in text
