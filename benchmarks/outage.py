@@ -7,10 +7,10 @@ jh_otel's outbox. Timeline: up for ``warm_s`` (the RSS before the outage is read
 then ``flaps`` times up ``flap_s`` / down ``flap_s``, then up for ``settle_s`` (RSS after). Each hub gets the same
 paced requests (``rate`` per second, one connection) all along.
 
-A request made while the collector was up should have its ``SERVER`` span at the receiver in the end: per hub, the
-requests started inside an up window (after the warm-up) are matched with the received ``SERVER`` spans whose start
-lies in the same windows; the difference is ``lost_up``. Requests made while it was down are counted too, with the
-share of their spans that arrived anyway.
+A request made while the collector was up should have its ``SERVER`` span at the receiver in the end: each request
+carries its number (``?n=...``, in the span's ``url.query``); per hub, the requests sent inside an up window (after
+the warm-up; by the load generator's clock) whose span never arrived are ``lost_up``. Requests made while it was
+down are counted too, with how many of their spans arrived anyway.
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ class PacedLoad:
         while not self._stop.is_set() and len(self.starts) < 1_000_000:
             started = time.time_ns()
             try:
-                ok = session.get(self.url, headers=AUTH, timeout=10).status_code == 200
+                url = f"{self.url}?n={len(self.starts) + self.failed}"
+                ok = session.get(url, headers=AUTH, timeout=10).status_code == 200
             except requests.RequestException:
                 ok = False
             if ok:
-                self.starts.append(started)
+                self.starts.append((started, int(url.rpartition("=")[2])))
             else:
                 self.failed += 1
             next_at += self.interval
@@ -113,12 +114,16 @@ def run(scenario: Scenario, workdir: Path, options: Any, smoke: bool) -> dict[st
         spans = [s for s in receiver.spans() if s.kind == "SERVER"]
         per_hub: dict[str, Any] = {}
         for label in labels:
-            mine = [s.start_time_unix_nano for s in spans if s.resource.get(HUB_LABEL) == label]
+            arrived = {
+                s.attributes.get("url.query", "")
+                for s in spans
+                if s.resource.get(HUB_LABEL) == label and s.attributes.get("url.query", "").startswith("n=")
+            }
             starts = loads[label].starts
-            sent_up = sum(1 for t in starts if _inside(t, up_windows))
-            got_up = sum(1 for t in mine if _inside(t, up_windows))
-            sent_down = sum(1 for t in starts if _inside(t, down_windows))
-            got_down = sum(1 for t in mine if _inside(t, down_windows))
+            up = [n for t, n in starts if _inside(t, up_windows)]
+            down = [n for t, n in starts if _inside(t, down_windows)]
+            sent_up, got_up = len(up), sum(1 for n in up if f"n={n}" in arrived)
+            sent_down, got_down = len(down), sum(1 for n in down if f"n={n}" in arrived)
             text = pair[label].log()
             counts = {
                 **hubmod.log_counts(pair[label]),

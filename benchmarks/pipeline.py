@@ -3,9 +3,9 @@
 
 A child process (``python benchmarks/pipeline.py JSON``: its own GIL; the OTLP receiver stays in the harness, which
 answers an export as soon as it parses) runs the hub's pipeline, ``BatchSpanProcessor(ScrubbingSpanExporter(
-OTLPSpanExporter(http)))`` with jh_otel's span encoder, on an SDK ``TracerProvider``. Spans come in hub-shaped traces:
-a ``GET /hub/api/users/{user_name}`` request span (12 attributes; a service token registered in ``KnownSecrets`` as
-the request's credential, and in ``url.query`` for one request in ten) and its 10 SQL spans.
+Outbox(OTLPSpanExporter(http))))`` with jh_otel's span encoder, on an SDK ``TracerProvider``. Spans come in
+hub-shaped traces: a ``GET /hub/api/users/{user_name}`` request span (12 attributes; a service token registered in
+``KnownSecrets`` as the request's credential, and in ``url.query`` for one request in ten) and its 10 SQL spans.
 
 Rows: as fast as the producer loop goes with ``max_queue_size`` = all spans (nothing can be dropped); paced at the
 target rate with the SDK's default batch settings (queue 2048, batch 512, 5 s delay), where no span may be lost and
@@ -44,15 +44,15 @@ SQL_TABLES = (
 
 def pipeline_child(params: dict[str, Any]) -> dict[str, Any]:
     """In the child process: ``params['spans']`` hub-like spans through BatchSpanProcessor(ScrubbingSpanExporter(
-    OTLPSpanExporter)) with jh_otel's span encoder (the hub's pipeline; ``scrub=False``: the plain exporter with its
-    own encoder), paced at ``params['rate']`` spans/s (0: as fast as the loop goes), then force_flush."""
+    Outbox(OTLPSpanExporter))) with jh_otel's span encoder (the hub's pipeline; ``scrub=False``: the plain exporter
+    with its own encoder), paced at ``params['rate']`` spans/s (0: as fast as the loop goes), then force_flush."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.trace import SpanKind, set_span_in_context
 
-    from jh_otel.tracing import encoding
+    from jh_otel.tracing import encoding, outbox
     from jh_otel.tracing.scrubbing import KnownSecrets, ScrubbingSpanExporter
 
     n, rate, secret = int(params["spans"]), float(params["rate"]), str(params["secret"])
@@ -61,6 +61,7 @@ def pipeline_child(params: dict[str, Any]) -> dict[str, Any]:
     if params.get("scrub", True):
         exporter = ScrubbingSpanExporter(exporter, known)
         encoding.install()
+        outbox.install([(exporter, "inner")], 4 * 2**20)  # the hub's default OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER
     processor = BatchSpanProcessor(exporter, **params["bsp"])
     batch = getattr(processor, "_batch_processor", None)
     provider = TracerProvider(resource=Resource.create({"service.name": "jupyterhub", VARIANT_KEY: "pipeline"}))
