@@ -120,10 +120,10 @@ def run(scenario: Scenario, workdir: Path, options: Any, smoke: bool) -> dict[st
                 if s.resource.get(HUB_LABEL) == label and s.attributes.get("url.query", "").startswith("n=")
             }
             starts = loads[label].starts
-            up = [n for t, n in starts if _inside(t, up_windows)]
-            down = [n for t, n in starts if _inside(t, down_windows)]
-            sent_up, got_up = len(up), sum(1 for n in up if f"n={n}" in arrived)
-            sent_down, got_down = len(down), sum(1 for n in down if f"n={n}" in arrived)
+            made_up = [n for t, n in starts if _inside(t, up_windows)]
+            made_down = [n for t, n in starts if _inside(t, down_windows)]
+            sent_up, got_up = len(made_up), sum(1 for n in made_up if f"n={n}" in arrived)
+            sent_down, got_down = len(made_down), sum(1 for n in made_down if f"n={n}" in arrived)
             text = pair[label].log()
             counts = {
                 **hubmod.log_counts(pair[label]),

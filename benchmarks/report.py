@@ -447,6 +447,11 @@ def run_header(results: dict[str, Any], source: Path) -> str:
         f"- versions: {', '.join(f'{k} {v}' for k, v in results.get('versions', {}).items())}",
         f"- reproduce: `{results.get('command', '')}`",
     ]
+    for r in results.get("replaced", []):
+        lines.append(
+            f"- scenario `{r['scenario']}` replaced by a run of its own ({r['started_at']}, code {r['head']}, jh_otel "
+            f"sources {r['digest']}): {r['why']}; reproduce: `{r['command']}`"
+        )
     return "\n".join(lines)
 
 
