@@ -51,27 +51,26 @@ class Recorder:
             self._method = "observe"
             self._exemplar = exemplar
             """Labels of the exemplar for an observation (``prometheus_client`` keeps one per bucket)."""
-        self._series: dict[tuple[str, ...], Callable[..., None]] = {}
+        self._series: dict[tuple[str, ...], tuple[Callable[..., None], list[float] | None]] = {}
+        """Per series: its record method and, for a histogram with exemplars, when each bucket's exemplar was last
+        set."""
         bounds = [float(b) for b in family.buckets or ()]
         self._bounds: list[float] = bounds if bounds and bounds[-1] == math.inf else [*bounds, math.inf]
         """The histogram's bucket bounds as ``prometheus_client`` keeps them (``+Inf`` last)."""
-        self._stamps: dict[tuple[str, ...], list[float]] = {}
-        """Per series, when each bucket's exemplar was last set (histograms with exemplars only)."""
         # an unlabelled family has one series, which exists from the start like the declared ones
         for labelvalues in family.series if family.labels else ((),):
             self._add_series(labelvalues)
 
-    def _add_series(self, labelvalues: tuple[str, ...]) -> Callable[..., None]:
+    def _add_series(self, labelvalues: tuple[str, ...]) -> tuple[Callable[..., None], list[float] | None]:
         if len(self._series) >= MAX_SERIES:
             labelvalues = (OVERFLOW,) * len(labelvalues)
             if labelvalues in self._series:
                 return self._series[labelvalues]
             log.warning("jh_otel: %s has %d series; recording new ones as %s", self.family.name, MAX_SERIES, OVERFLOW)
         child = self.prometheus.labels(*labelvalues) if labelvalues else self.prometheus
-        if self._exemplar is not None:
-            self._stamps[labelvalues] = [-EXEMPLAR_INTERVAL] * len(self._bounds)
-        record = self._series[labelvalues] = getattr(child, self._method)
-        return record
+        stamps = [-EXEMPLAR_INTERVAL] * len(self._bounds) if self._exemplar is not None else None
+        entry = self._series[labelvalues] = (getattr(child, self._method), stamps)
+        return entry
 
     def declare(self, labelvalues: tuple[str, ...]) -> None:
         """Make the series of ``labelvalues`` exist at zero, so that ``rate()`` counts its first event."""
@@ -80,19 +79,18 @@ class Recorder:
 
     def record(self, value: float, labelvalues: tuple[str, ...] = ()) -> None:
         """Add ``value`` (counter) or observe it (histogram) in the series of ``labelvalues``."""
-        record = self._series.get(labelvalues) or self._add_series(labelvalues)
-        if self._exemplar is None:
+        record, stamps = self._series.get(labelvalues) or self._add_series(labelvalues)
+        if stamps is None:
             record(value)
             return
         # a bucket's exemplar is renewed at most every EXEMPLAR_INTERVAL seconds: prometheus_client validates and
         # allocates one per observation (5 us against 0.9), and a scrape or export shows only the last one anyway
-        stamps = self._stamps[labelvalues]
         bucket = min(bisect_left(self._bounds, value), len(stamps) - 1)
         now = monotonic()
         if now - stamps[bucket] < EXEMPLAR_INTERVAL:
             record(value)
             return
-        exemplar = self._exemplar()
+        exemplar = self._exemplar() if self._exemplar is not None else None
         if exemplar is not None:
             stamps[bucket] = now
         record(value, exemplar)

@@ -187,3 +187,20 @@ def test_a_bucket_renews_its_exemplar_at_most_once_an_interval(monkeypatch: pyte
     assert exemplar("0.25") == "c"
     (count,) = [s.value for s in histogram.collect()[0].samples if s.name.endswith("_count")]
     assert count == 5  # every observation counted
+
+
+def test_a_histogram_with_exemplars_past_its_series_cap_records_into_the_overflow_series(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_SERIES, observations of new label sets land in the `_other` series, exemplar and all, none lost."""
+    from jh_otel import instruments as module
+
+    monkeypatch.setattr(module, "MAX_SERIES", 2)
+    instruments = Instruments(build_catalogue(parse_settings({})), Snapshot, exemplar=lambda: {"trace_id": "ab" * 16})
+    recorder = instruments["api_request_duration_seconds"]
+    for i in range(6):
+        recorder.record(0.2, ("GET", f"/hub/api/e{i}", "200"))
+    counts = {
+        s.labels["endpoint"]: s.value for s in recorder.prometheus.collect()[0].samples if s.name.endswith("_count")
+    }
+    assert sum(counts.values()) == 6 and counts[module.OVERFLOW] >= 4

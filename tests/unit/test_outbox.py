@@ -140,6 +140,27 @@ def test_a_batch_failing_its_attempts_is_dropped() -> None:
     box.shutdown(1000)
 
 
+def test_an_exporter_that_raises_is_named_once_without_its_message(caplog: Any) -> None:
+    """An exporter raising on a batch counts as a failed delivery: one warning with the exception's type only (its
+    message may quote the endpoint), then the batch is dropped after its attempts."""
+    caplog.set_level(logging.DEBUG, "jh_otel")
+
+    class Raising(Collector):
+        def export(self, batch: Any) -> SpanExportResult:
+            raise ConnectionError("http://user:secret-password@collector:4318/v1/traces")
+
+    box = Outbox(Raising(), 2**20, attempts=2, pause_s=0.01, handoff_s=0.05)
+    box.export(spans(["a"]))
+    box.export(spans(["b"]))
+    assert wait_until(lambda: box.dropped_spans == 2)
+    messages = [r.getMessage() for r in caplog.records] + [r.exc_text or "" for r in caplog.records]
+    assert [m for m in messages if "raised" in m] == [
+        "jh_otel: the span exporter raised ConnectionError on an encoded batch"
+    ]
+    assert not any("secret-password" in m for m in messages)
+    box.shutdown(1000)
+
+
 def test_a_slow_collector_holds_the_processor_at_most_the_handoff() -> None:
     """A delivery slower than ``handoff_s`` releases the processor's worker, and later batches do not wait."""
     inner = Collector(delay=1.0)

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -318,9 +318,7 @@ def wrap_exporters(tracer_provider: Any, known: KnownSecrets) -> list[Any]:
     unscrubbed.
     """
     undo: list[Any] = []
-    multi = getattr(tracer_provider, "_active_span_processor", None)
-    for processor in getattr(multi, "_span_processors", ()):
-        holder, attribute = _exporter_slot(processor)
+    for processor, holder, attribute in _exporter_slots(tracer_provider):
         if holder is None:
             log.warning(
                 "jh_otel: cannot scrub the spans of %s (no exporter jh_otel can wrap): credentials may leave in them",
@@ -337,14 +335,16 @@ def wrap_exporters(tracer_provider: Any, known: KnownSecrets) -> list[Any]:
 
 def scrubbers(tracer_provider: Any) -> list[ScrubbingSpanExporter]:
     """The :class:`ScrubbingSpanExporter` of each of ``tracer_provider``'s span processors."""
-    found = []
+    exporters = (getattr(holder, attribute) for _, holder, attribute in _exporter_slots(tracer_provider) if holder)
+    return [exporter for exporter in exporters if isinstance(exporter, ScrubbingSpanExporter)]
+
+
+def _exporter_slots(tracer_provider: Any) -> Iterator[tuple[Any, Any, str]]:
+    """(processor, the object holding its exporter, that attribute's name) for each of ``tracer_provider``'s span
+    processors; (processor, None, "") where jh_otel cannot reach the exporter."""
     multi = getattr(tracer_provider, "_active_span_processor", None)
     for processor in getattr(multi, "_span_processors", ()):
-        holder, attribute = _exporter_slot(processor)
-        exporter = getattr(holder, attribute, None) if holder is not None else None
-        if isinstance(exporter, ScrubbingSpanExporter):
-            found.append(exporter)
-    return found
+        yield (processor, *_exporter_slot(processor))
 
 
 def _exporter_slot(processor: Any) -> tuple[Any, str]:
