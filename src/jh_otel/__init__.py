@@ -50,6 +50,8 @@ Variable                                                Default     Meaning
                                                                     process tree.
 ``OTEL_PYTHON_JUPYTERHUB_GC_FREEZE``                    ``on``      ``on``: startup objects are left out of full
                                                                     garbage collections once the hub has started.
+``OTEL_PYTHON_JUPYTERHUB_LEAN_SPANS``                   ``on``      ``on``: sampled spans are lean objects until they
+                                                                    end or need more than attributes; ``off``: SDK's.
 ``OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES``                 ``off``     ``on``: the health and metrics probes are traced
                                                                     too (they are always in the request metrics).
 ``OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION``               profile     The ``user_options`` key naming a spawn's

@@ -23,6 +23,7 @@ OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_USER_LABELS
 OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE = "OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE"
 OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES = "OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES"
 OTEL_PYTHON_JUPYTERHUB_GC_FREEZE = "OTEL_PYTHON_JUPYTERHUB_GC_FREEZE"
+OTEL_PYTHON_JUPYTERHUB_LEAN_SPANS = "OTEL_PYTHON_JUPYTERHUB_LEAN_SPANS"
 OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION = "OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION"
 OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS"
 OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS = "OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS"
@@ -70,6 +71,10 @@ class Settings:
     """``on``: once the hub has started, the objects it made at startup are left out of the garbage collector's
     full collections (``gc.freeze``), which otherwise scan the whole heap and stall the event loop for 100-200 ms
     each; ``off``: the interpreter's default."""
+    lean_spans: str = "on"
+    """``on``: a sampled span whose processors only see its end (the SDK's batch and simple processors) is a lean
+    object until it ends or is asked for more than attributes (``jh_otel.tracing.lean``); ``off``: every span is
+    the SDK's own."""
     trace_probes: str = "off"
     """``off``: requests to JupyterHub's probes (``/hub/health``, ``/hub/api/health``, ``/hub/metrics``,
     ``/hub/api/metrics``) make no span (they stay in every request metric); ``on``: they are traced like any
@@ -221,6 +226,7 @@ VARIABLES = (
     _Variable(OTEL_PYTHON_JUPYTERHUB_RESOURCE_USAGE, "resource_usage", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES, "trace_probes", _choice(SWITCH), "one of on, off"),
     _Variable(OTEL_PYTHON_JUPYTERHUB_GC_FREEZE, "gc_freeze", _choice(SWITCH), "one of on, off"),
+    _Variable(OTEL_PYTHON_JUPYTERHUB_LEAN_SPANS, "lean_spans", _choice(SWITCH), "one of on, off"),
     _Variable(
         OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION,
         "profile_option",

@@ -20,7 +20,7 @@ from .._guard import guarded
 from ..compat import Expect, unmet
 from ..settings import Settings
 from ..version import __version__
-from . import client, encoding, outbox
+from . import client, encoding, lean, outbox
 from .logs import correlate
 from .operations import Operations
 from .scrubbing import KnownSecrets, scrubbers, wrap_exporters
@@ -83,6 +83,9 @@ class ProcessTracing:
         with guarded("delivering spans through collector outages"):
             holders = [(exporter, "inner") for exporter in scrubbers(self.tracer_provider)]
             self._undo += outbox.install(holders, self.settings.span_buffer * 2**20)
+        if self.settings.lean_spans == "on":
+            with guarded("lean spans"):
+                self._undo += lean.install()
         corrected = False
         with guarded("correcting the tornado instrumentation"):
             from opentelemetry.instrumentation import tornado as contrib_tornado
