@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import tornado.web
 import tornado.websocket
+from opentelemetry import trace
 from opentelemetry.instrumentation import tornado as contrib
 from opentelemetry.instrumentation.tornado import TornadoInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -226,3 +227,21 @@ def test_probes_are_counted_not_traced_unless_asked() -> None:
     for probe in probes:  # traced: it goes on to read the request (which a bare handler has not)
         with pytest.raises(AttributeError, match="request"):
             traced._start(tracer, probe)
+
+
+def test_a_request_hook_given_in_code_gets_a_non_recording_span_for_an_untraced_probe(traced) -> None:
+    """The contrib ``_prepare`` calls a ``server_request_hook`` with ``ctx.span``: for a probe that is the invalid,
+    non-recording span (no AttributeError into the request), no context is left on the handler, and none is
+    exported."""
+    from jupyterhub.handlers.pages import HealthCheckHandler
+
+    handler = object.__new__(HealthCheckHandler)
+    handler.request = SimpleNamespace(uri="/hub/health")
+    hooked, served = [], []
+    tracer = TracerProvider().get_tracer("test")
+    mode = None  # jh_otel's replacements read no semantic-convention mode
+    contrib._prepare(tracer, None, lambda span, h: hooked.append(span), mode, lambda: served.append(1), handler, (), {})
+    assert served == [1] and hooked == [trace.INVALID_SPAN] and not hooked[0].is_recording()
+    assert "_otel_trace_context_key" not in handler.__dict__
+    contrib._on_finish(tracer, None, mode, lambda: None, handler, (), {})
+    assert traced.exporter.get_finished_spans() == ()

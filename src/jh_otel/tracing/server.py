@@ -167,6 +167,7 @@ class ServerCorrections:
         self._probes: dict[type, bool] = {}
         self._original: dict[str, Any] = {}
         self.trace_context: Any = None
+        self.untraced: Any = None
         self.response_setter: Any = None
         self.propagated_fields: tuple[str, ...] = ()
         self.capture_request_headers: list[str] = []
@@ -192,6 +193,7 @@ class ServerCorrections:
         if unmet("request spans (tornado)", expects, ("opentelemetry-instrumentation-tornado", "tornado")):
             return None
         self.trace_context = module._TraceContext
+        self.untraced = self.trace_context(None, trace.INVALID_SPAN, None)
         self.response_setter = module.response_propagation_setter
         self.propagated_fields = tuple(propagate.get_global_textmap().fields)
         self.capture_request_headers = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
@@ -215,11 +217,15 @@ class ServerCorrections:
 
     # -- spans: inline try/except rather than guarded() blocks, as these run for every request --
     def _start_span(self, tracer: Any, handler: Any, mode: Any) -> Any:
+        """The contrib ``_prepare`` hands ``ctx.span`` to a ``server_request_hook`` given in code: an untraced
+        request (a probe, or a span that could not start) gets a context with the invalid, non-recording span, so
+        that the hook has a span to ignore rather than an ``AttributeError`` raised into the request."""
         try:
-            return self._start(tracer, handler)
+            ctx = self._start(tracer, handler)
         except Exception:
             log.debug("jh_otel: could not start a request span", exc_info=True)
-            return None
+            ctx = None
+        return self.untraced if ctx is None else ctx
 
     def _finish_span(self, tracer: Any, handler: Any, error: Any, mode: Any) -> None:
         try:
