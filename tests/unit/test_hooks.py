@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -133,3 +134,20 @@ def test_a_broken_spawn_recorder_does_not_change_the_spawn() -> None:
         return "url"
 
     assert asyncio.run(recorder.wrapper(ok, SimpleNamespace(spawners={}), (), {})) == "url"
+
+
+def test_a_request_that_cannot_be_recorded_still_returns_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A request record that raises (here: a handler without a request) returns the wrapped result, logs one
+    warning naming what failed, and repeats only at debug level."""
+    from jh_otel._guard import _reported
+
+    recorder = object.__new__(RequestRecorder)
+    _reported.discard("recording a request")
+    with caplog.at_level(logging.DEBUG, logger="jh_otel"):
+        results = [recorder.wrapper(lambda handler: "logged", None, (object(),), {}) for _ in range(2)]
+    assert results == ["logged", "logged"]
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records if "recording a request" in r.getMessage()]
+    assert levels == [
+        ("WARNING", "jh_otel: recording a request failed; the hub is unaffected"),
+        ("DEBUG", "jh_otel: recording a request failed; the hub is unaffected"),
+    ]

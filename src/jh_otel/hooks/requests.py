@@ -50,6 +50,9 @@ class RequestRecorder:
 
     def wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with guarded("recording a request"):
+        try:  # inline rather than a guarded() block (a generator context manager): this runs for every request
             self.record(args[0] if args else kwargs["handler"])
+        except Exception:
+            with guarded("recording a request"):
+                raise
         return result
