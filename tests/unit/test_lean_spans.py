@@ -128,10 +128,12 @@ def test_a_processor_that_sees_span_starts_gets_sdk_spans(installed: None) -> No
     [
         ("links", lambda t, link: t.start_span("s", links=[link])),
         ("a list value", lambda t, link: t.start_span("s", attributes={"tags": ["a", "b"]})),
+        ("an empty key", lambda t, link: t.start_span("s", attributes={"": 1, "kept": 2})),
     ],
 )
 def test_links_or_a_value_the_sdk_cleans_at_start_give_the_sdk_span(installed: None, case: str, make: Any) -> None:
-    """Links at start, or a start attribute the SDK would clean (a list to a tuple), make the SDK's span."""
+    """Links at start, a start attribute the SDK would clean (a list to a tuple) or drop (an empty key), make the
+    SDK's span."""
     _, exporter, tracer = pipeline()
     other = tracer.start_span("other")
     other.end()
@@ -141,8 +143,10 @@ def test_links_or_a_value_the_sdk_cleans_at_start_give_the_sdk_span(installed: N
     finished = exporter.get_finished_spans()[-1]
     if case == "links":
         assert len(finished.links) == 1
-    else:
+    elif case == "a list value":
         assert finished.attributes["tags"] == ("a", "b")
+    else:
+        assert dict(finished.attributes) == {"kept": 2}
 
 
 def test_truncating_span_limits_give_the_sdk_span(installed: None) -> None:

@@ -15,8 +15,8 @@ It builds the SDK's span (each case has a test in ``tests/unit/test_lean_spans.p
 - a span processor is not one whose ``on_start`` and ``_on_ending`` do nothing (the SDK's ``BatchSpanProcessor``
   and ``SimpleSpanProcessor``): a processor that reads or enriches live spans gets the SDK's;
 - the span has links or events at start, the SDK's tracer metrics are on, or span limits truncate values;
-- a start attribute is not a plain ``str``, ``bool``, ``int`` or ``float`` (the SDK cleans those), or there are
-  more of them than the attribute limit;
+- a start attribute is not a plain ``str``, ``bool``, ``int`` or ``float`` (the SDK cleans those), its key is not
+  a non-empty ``str`` (the SDK drops it), or there are more of them than the attribute limit;
 - the sampler's decision records without sampling.
 
 A live lean span becomes the SDK's span the moment anything beyond plain attributes and its end is asked of it
@@ -100,7 +100,11 @@ class SpanFactory:
             return self.original(*args, **kwargs)
         values = dict(attributes) if attributes else {}
         maximum = limits.max_span_attributes
-        if (maximum is not None and len(values) > maximum) or not PLAIN.issuperset(map(type, values.values())):
+        if (
+            (maximum is not None and len(values) > maximum)
+            or not PLAIN.issuperset(map(type, values.values()))
+            or not all(type(key) is str and key for key in values)  # the SDK drops such a key, with a warning
+        ):
             return self.original(*args, **kwargs)
         return LeanSpan(self, kwargs, values)
 
