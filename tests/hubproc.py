@@ -29,10 +29,21 @@ ADMIN_PASSWORD = "e2e-admin-password-0123456789abcdef"  # SharedPasswordAuthenti
 FAILING_USER = "broken"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on now and that this process has not handed out before: the kernel can give
+    two ``bind(0)`` calls in a row the same port, and a hub whose proxy got one port for both its public and its API
+    side did not start (configurable-http-proxy: EADDRINUSE)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port not handed out before, after 100 tries")
 
 
 # the demo hub's config (jh_otel.demo), plus a service to drive the REST API and a user whose spawn fails
