@@ -174,10 +174,11 @@ def test_correlate_without_the_format_only_adds_the_filter(make_logger, tracer: 
 
 
 def test_correlate_a_handler_without_formatter(make_logger, tracer: Tracer) -> None:
-    """No formatter, nothing to append to: the filter alone, and lines as before."""
+    """No formatter (``%(message)s``): nothing to append to and nothing that shows the fields, so no filter, and
+    lines as before."""
     logger, handler, buffer = make_logger(None)
     undo = correlate(logger, in_format=True)
-    assert len(undo) == 1
+    assert undo == [] and handler.filters == []
     assert handler.formatter is None
     with tracer.start_as_current_span("request"):
         logger.info("inside")
@@ -222,3 +223,87 @@ def test_correlate_leaves_lines_of_other_format_styles_intact(style: str, fmt: s
     for restore in undo:
         restore()
     assert formatter._fmt == fmt and formatter._style._fmt == fmt
+
+
+# --- which handlers get the filter ---------------------------------------------------------------------------------
+
+
+def _hub_formatter(fmt: str | None = None) -> logging.Formatter:
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.log import CoroutineLogFormatter
+
+    default = JupyterHub._log_format_default(None)  # the format a hub logs with unless configured
+    return CoroutineLogFormatter(fmt=fmt or default, datefmt="%Y-%m-%d %H:%M:%S", color=False)
+
+
+def test_the_hubs_default_handler_gets_no_filter(make_logger) -> None:
+    """JupyterHub's own formatter with its default log_format names no field: its handler gets no filter (a cost of
+    every log line for attributes nothing reads), and the lines are as before."""
+    logger, handler, buffer = make_logger(_hub_formatter())
+    assert correlate(logger, in_format=False) == []
+    assert handler.filters == []
+    logger.info("answered")
+    assert buffer.getvalue().rstrip().endswith("] answered")
+
+
+@pytest.mark.parametrize("field", ["trace_id", "span_id", "trace_context"])
+def test_a_hub_format_that_names_a_field_gets_the_filter(field: str, make_logger, tracer: Tracer) -> None:
+    """A log_format of one's own that names any of the three fields gets the filter, and the line shows it."""
+    logger, handler, buffer = make_logger(_hub_formatter(f"%(message)s <%({field})s>"))
+    assert len(correlate(logger, in_format=False)) == 1
+    with tracer.start_as_current_span("request") as span:
+        logger.info("inside")
+    trace_id, span_id = _ids(span)
+    shown = {"trace_id": trace_id, "span_id": span_id, "trace_context": f" trace_id={trace_id} span_id={span_id}"}
+    assert buffer.getvalue() == f"inside <{shown[field]}>\n"
+
+
+def test_the_setting_on_gives_the_hubs_handler_the_suffix_and_the_filter(make_logger, tracer: Tracer) -> None:
+    """With the suffix appended (the setting ``on``), the hub's default handler gets the filter too."""
+    logger, handler, buffer = make_logger(_hub_formatter())
+    assert len(correlate(logger, in_format=True)) == 2
+    with tracer.start_as_current_span("request") as span:
+        logger.info("inside")
+    trace_id, span_id = _ids(span)
+    assert buffer.getvalue().rstrip().endswith(f"inside trace_id={trace_id} span_id={span_id}")
+
+
+class _JSONFormatter(logging.Formatter):
+    """Stands in for a JSON formatter: shows every attribute of the record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={v}" for k, v in sorted(record.__dict__.items()) if k in ("msg", "trace_id"))
+
+
+class _Handler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_formatter_of_another_kind_gets_the_filter(make_logger, tracer: Tracer) -> None:
+    """A formatter class that reads records its own way (a JSON formatter) gets the filter, whatever its format."""
+    logger, handler, buffer = make_logger(_JSONFormatter("%(message)s"))
+    assert len(correlate(logger, in_format=False)) == 1
+    with tracer.start_as_current_span("request") as span:
+        logger.info("inside")
+    assert buffer.getvalue() == f"msg=inside trace_id={_ids(span)[0]}\n"
+
+
+def test_a_handler_of_another_kind_gets_the_filter(make_logger, tracer: Tracer) -> None:
+    """A handler class other than the standard stream and file handlers gets the filter: what it does with a record
+    is its own, so its records carry the ids."""
+    logger, _, _ = make_logger(None)
+    other = _Handler()
+    other.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(other)
+    try:
+        assert len(correlate(logger, in_format=False)) == 1
+        with tracer.start_as_current_span("request") as span:
+            logger.info("inside")
+        assert [r.trace_id for r in other.records] == [_ids(span)[0]]
+    finally:
+        logger.removeHandler(other)

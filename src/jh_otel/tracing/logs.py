@@ -4,6 +4,12 @@ A filter on the hub's log handlers (JupyterHub routes tornado's loggers through 
 ``record.span_id`` (32 and 16 hex digits, empty outside a span) and ``record.trace_context``
 (`` trace_id=... span_id=...`` or empty), for a ``JupyterHub.log_format`` of your own. With
 ``OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION=on`` jh_otel appends ``%(trace_context)s`` to the hub's format itself.
+
+A handler that cannot show the fields gets no filter (:func:`reads_fields`): a stream or file handler of the standard
+library whose formatter is logging's, tornado's or JupyterHub's with a format that names none of them, as the hub's
+own handler is by default. There the filter would cost about 5 us a log line in a hub (JupyterHub logs every
+request it answers) for attributes nothing reads. Any other handler or formatter (a JSON formatter, a handler of
+your own) gets it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from typing import Any
 from opentelemetry import trace
 
 SUFFIX = "%(trace_context)s"
+FIELDS = ("trace_id", "span_id", "trace_context")
+_HANDLERS = (logging.StreamHandler, logging.FileHandler)
+_STYLES = (logging.PercentStyle, logging.StrFormatStyle, logging.StringTemplateStyle)
 
 
 class TraceContextFilter(logging.Filter):
@@ -50,15 +59,46 @@ def _append(formatter: Any) -> Callable[[], None] | None:
     return undo
 
 
+def _known_formatter(formatter: logging.Formatter) -> bool:
+    """Whether ``formatter`` reads a record only through its format string: logging's own methods, or tornado's
+    ``LogFormatter.format`` (JupyterHub's ``CoroutineLogFormatter`` changes only how exceptions are shown)."""
+    from tornado.log import LogFormatter
+
+    cls = type(formatter)
+    return (
+        cls.format in (logging.Formatter.format, LogFormatter.format)
+        and cls.formatMessage is logging.Formatter.formatMessage
+        and cls.formatTime is logging.Formatter.formatTime
+        and cls.formatStack is logging.Formatter.formatStack
+        and type(getattr(formatter, "_style", None)) in _STYLES
+    )
+
+
+def reads_fields(handler: logging.Handler) -> bool:
+    """Whether the correlation fields could show in what ``handler`` does with a record: False only for a standard
+    stream or file handler with no formatter (``%(message)s``) or a known one whose format names none of them."""
+    if type(handler) not in _HANDLERS:
+        return True
+    formatter = handler.formatter
+    if formatter is None:
+        return False
+    if not _known_formatter(formatter):
+        return True
+    texts = (getattr(formatter, "_fmt", None), getattr(formatter._style, "_fmt", None))
+    return any(not isinstance(text, str) or any(field in text for field in FIELDS) for text in texts)
+
+
 def correlate(logger: logging.Logger, in_format: bool) -> list[Callable[[], None]]:
-    """Install the filter on ``logger``'s handlers (and the suffix in their formats); returns undo callables."""
+    """Install the filter on ``logger``'s handlers that can show its fields (with ``in_format``, after appending
+    the suffix to their formats); returns undo callables."""
     undo: list[Callable[[], None]] = []
     for handler in list(logger.handlers):
-        flt = TraceContextFilter()
-        handler.addFilter(flt)
-        undo.append(partial(handler.removeFilter, flt))
         if in_format and handler.formatter is not None:
             restore = _append(handler.formatter)
             if restore is not None:
                 undo.append(restore)
+        if reads_fields(handler):
+            flt = TraceContextFilter()
+            handler.addFilter(flt)
+            undo.append(partial(handler.removeFilter, flt))
     return undo
