@@ -67,6 +67,10 @@ class Exposition:
             len(self._removed),
         )
 
+    def replaced(self, collector: Any) -> bool:
+        """Whether ``collector`` (a native metric object) is out of the registry, served by the catalogue instead."""
+        return any(removed is collector for removed in self._removed) and id(collector) not in self._wrappers
+
     def _swap(self, old: Any, new: Any) -> None:
         self.registry.unregister(old)
         self._removed.append(old)

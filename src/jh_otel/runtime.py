@@ -119,13 +119,41 @@ class CatalogueExposition(Part):
 
 
 class RequestMetrics(Part):
+    """Every request recorded once, where JupyterHub records its own (:mod:`jh_otel.hooks.requests`)."""
+
     name = "request metrics"
     expects = (Expect("jupyterhub.log", "prometheus_log_method", ("handler",)),)
 
     def install(self) -> None:
-        app = self.app
-        requests = RequestRecorder(self.telemetry.instruments, Routes(app.handlers), app.hub_prefix + "api")
-        self.wrap("jupyterhub.log", "prometheus_log_method", requests.wrapper)
+        app, t = self.app, self.telemetry
+        requests = RequestRecorder(t.instruments, Routes(app.handlers), app.hub_prefix + "api")
+        replace = replaceable_log_method(t.exposition)
+        self.wrap("jupyterhub.log", "prometheus_log_method", requests.replacement if replace else requests.wrapper)
+
+
+def replaceable_log_method(exposition: Exposition | None) -> bool:
+    """Whether jh_otel's request record can stand in for JupyterHub's ``prometheus_log_method`` rather than follow
+    it: ``jupyterhub.log`` calls JupyterHub's own function (nobody else wrapped it), whose code names nothing but its
+    observation into ``REQUEST_DURATION_SECONDS``, and that histogram is out of the registry, served by the catalogue
+    as ``request_duration_seconds``. Anything else, and JupyterHub's function runs as it always does."""
+    from jupyterhub import log, metrics
+
+    function = getattr(metrics, "prometheus_log_method", None)
+    native = getattr(metrics, "REQUEST_DURATION_SECONDS", None)
+    return (
+        exposition is not None
+        and native is not None
+        and getattr(log, "prometheus_log_method", None) is function
+        and set(getattr(getattr(function, "__code__", None), "co_names", ("?",))) <= LOG_METHOD_NAMES
+        and exposition.replaced(native)
+    )
+
+
+LOG_METHOD_NAMES = frozenset(
+    {"REQUEST_DURATION_SECONDS", "labels", "request", "method", "__class__", "__module__", "type", "__name__"}
+    | {"get_status", "observe", "request_time"}
+)
+"""The names JupyterHub's ``prometheus_log_method`` uses (5.0 to 6.x): one ``labels(...).observe(...)``."""
 
 
 class LoginMetrics(Part):

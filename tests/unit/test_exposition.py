@@ -107,3 +107,17 @@ def test_declared_custom_instruments_are_served_once() -> None:
         metrics.uninstall()
         exposition.uninstall()
         provider.shutdown()
+
+
+def test_replaced_names_only_the_native_collectors_taken_out() -> None:
+    """``replaced`` is true for a native metric object the catalogue serves in its place, and false for one still
+    served, for OpenTelemetry's wrapped collector, and after uninstall."""
+    registry, instruments, native, other = setup()
+    exposition = Exposition(instruments.collector(), NAMES, registry)
+    assert not exposition.replaced(native)
+    exposition.install()
+    otel = next(c for c in exposition._removed if not isinstance(c, Histogram))
+    assert exposition.replaced(native)
+    assert not exposition.replaced(other) and not exposition.replaced(otel)
+    exposition.uninstall()
+    assert not exposition.replaced(native)

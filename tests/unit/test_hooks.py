@@ -59,6 +59,26 @@ def test_an_api_request_is_counted_once_with_its_route_template() -> None:
     ]
 
 
+def test_the_replacement_records_the_same_and_skips_jupyterhubs_function() -> None:
+    """Standing in for JupyterHub's function, the recorder records exactly what the wrapper records and never calls
+    the function it replaces."""
+    wrapped, replaced = Recorded(), Recorded()
+    handler = UserAPIHandler("/hub/api/users/alice", status=404)
+    RequestRecorder(wrapped, ROUTES, "/hub/api").wrapper(lambda handler: None, None, (handler,), {})
+
+    def jupyterhubs(handler):
+        raise AssertionError("JupyterHub's function ran")
+
+    assert RequestRecorder(replaced, ROUTES, "/hub/api").replacement(jupyterhubs, None, (), {"handler": handler}) is None
+    assert replaced.calls == wrapped.calls and len(replaced.calls) == 3
+
+
+def test_a_broken_replacement_does_not_reach_the_hub() -> None:
+    """If recording raises in the replacement, the hub's log function still returns normally."""
+    recorder = RequestRecorder(Recorded(fail=True), ROUTES, "/hub/api")
+    assert recorder.replacement(lambda handler: "native", None, (UserAPIHandler("/hub/api/users/a"),), {}) is None
+
+
 def test_a_page_request_goes_to_the_hub_response_histogram_and_odd_methods_are_bounded() -> None:
     """Requests outside the API are hub responses; a method tornado does not know is recorded as _OTHER."""
     recorded = Recorded()

@@ -169,3 +169,39 @@ def test_startup_objects_are_frozen_out_of_full_collections_once_started() -> No
     assert gc.get_freeze_count() == 0
     off = HubTelemetry(parse_settings({"OTEL_PYTHON_JUPYTERHUB_GC_FREEZE": "off"}), None, CollectorRegistry(), None)
     assert not StartupObjectsFrozen(off, None).wanted()
+
+
+def test_the_request_record_replaces_jupyterhubs_log_method_only_when_it_can_prove_it_is_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """jh_otel's request record stands in for JupyterHub's ``prometheus_log_method`` only while the catalogue serves
+    JupyterHub's histogram in its place, ``jupyterhub.log`` calls JupyterHub's own function and that function does
+    nothing but its observation; otherwise JupyterHub's function keeps running."""
+    from jupyterhub import log, metrics
+
+    from jh_otel.exposition import Exposition
+    from jh_otel.instruments import Instruments
+
+    t = telemetry()
+    registry = CollectorRegistry()
+    registry.register(metrics.REQUEST_DURATION_SECONDS)
+    exposition = Exposition(Instruments(t.catalogue, lambda: None).collector(), t.catalogue.names(), registry)
+    assert not runtime.replaceable_log_method(None)
+    assert not runtime.replaceable_log_method(exposition)  # the native histogram is still served
+    exposition.install()
+    try:
+        assert runtime.replaceable_log_method(exposition)
+        with monkeypatch.context() as patch:  # someone else wrapped JupyterHub's function
+            patch.setattr(log, "prometheus_log_method", lambda handler: metrics.prometheus_log_method(handler))
+            assert not runtime.replaceable_log_method(exposition)
+
+        def does_more(handler):  # a JupyterHub whose function records something else too
+            metrics.REQUEST_DURATION_SECONDS.labels("GET", "h", "200").observe(1)
+            metrics.TOTAL_USERS.inc()
+
+        with monkeypatch.context() as patch:
+            patch.setattr(metrics, "prometheus_log_method", does_more)
+            patch.setattr(log, "prometheus_log_method", does_more)
+            assert not runtime.replaceable_log_method(exposition)
+    finally:
+        exposition.uninstall()
