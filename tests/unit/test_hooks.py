@@ -69,7 +69,9 @@ def test_the_replacement_records_the_same_and_skips_jupyterhubs_function() -> No
     def jupyterhubs(handler):
         raise AssertionError("JupyterHub's function ran")
 
-    assert RequestRecorder(replaced, ROUTES, "/hub/api").replacement(jupyterhubs, None, (), {"handler": handler}) is None
+    assert (
+        RequestRecorder(replaced, ROUTES, "/hub/api").replacement(jupyterhubs, None, (), {"handler": handler}) is None
+    )
     assert replaced.calls == wrapped.calls and len(replaced.calls) == 3
 
 

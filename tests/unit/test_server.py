@@ -98,6 +98,19 @@ async def fetch(url: str, **kwargs):
         return error.response
 
 
+async def raw_get(host: str, path: str, headers: dict[str, str]) -> int:
+    """GET ``path`` with exactly these header names, on a connection of its own; the response's status code."""
+    address, port = host.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(address, int(port))
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    await reader.read()
+    writer.close()
+    return status
+
+
 def server_spans(traced):
     return [s for s in traced.exporter.get_finished_spans() if s.kind.name == "SERVER"]
 
@@ -127,6 +140,37 @@ def test_route_template_names_stable_attributes_and_user(traced) -> None:
     }
     assert span.status.status_code.name == "UNSET"
     assert traced.known.get(span.context.trace_id) == ("abcd1234",)
+
+
+@pytest.mark.parametrize("case", ["lower", "title", "upper"])
+def test_the_headers_read_are_found_in_any_case(traced, case: str) -> None:
+    """The request span finds a ``traceparent`` (the remote parent), the ``Authorization`` credential (to the
+    trace's known secrets) and the ``User-Agent`` however the client spelled their names; with none of them it
+    starts a new trace and records no secret."""
+    spell = {"lower": str.lower, "title": str.title, "upper": str.upper}[case]
+    parent_trace, parent_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+    async def drive(host):
+        headers = {
+            spell("traceparent"): f"00-{parent_trace}-{parent_span}-01",
+            spell("authorization"): "token header-secret-0123",
+            spell("user-agent"): "probe/1.0",
+        }
+        path = f"{PREFIX}/api/users/bob/server"
+        assert (
+            await raw_get(host, path, headers) == 200
+        )  # the names as spelled (an instrumented client injects its own)
+        assert await raw_get(host, path, {"Accept": "*/*"}) == 200
+
+    serve_and(drive)
+    first, second = server_spans(traced)
+    assert format(first.context.trace_id, "032x") == parent_trace
+    assert format(first.parent.span_id, "016x") == parent_span and first.parent.is_remote
+    assert first.attributes["user_agent.original"] == "probe/1.0"
+    assert traced.known.get(first.context.trace_id) == ("header-secret-0123",)
+    assert second.parent is None and second.context.trace_id != first.context.trace_id
+    assert "user_agent.original" not in second.attributes
+    assert traced.known.get(second.context.trace_id) == ()
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
     get_custom_headers,
 )
+from tornado.httputil import HTTPHeaders
 from tornado.web import HTTPError
 
 from .. import scrub
@@ -80,7 +81,15 @@ class ApplicationRoutes:
         return cached[1].endpoint(type(handler), handler.request.path)
 
 
-def request_secrets(request: Any) -> list[str]:
+def header_case(name: str) -> str:
+    """``name`` as tornado's ``HTTPHeaders`` keeps its keys (``Http-Header-Case``)."""
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+CREDENTIAL_HEADERS = frozenset({"Authorization", "Cookie", "Proxy-Authorization"})
+
+
+def request_secrets(request: Any, present: frozenset[str] | None = None) -> list[str]:
     """The credential values one tornado request carries: distinct, most telling first, at most
     :data:`~jh_otel.tracing.scrubbing.MAX_SECRETS_PER_TRACE` of them.
 
@@ -95,9 +104,11 @@ def request_secrets(request: Any) -> list[str]:
     if not (
         getattr(request, "query_arguments", None)
         or getattr(request, "body_arguments", None)
-        or "Authorization" in headers
-        or "Cookie" in headers
-        or "Proxy-Authorization" in headers
+        or (
+            any(h in headers for h in CREDENTIAL_HEADERS)
+            if present is None
+            else not CREDENTIAL_HEADERS.isdisjoint(present)
+        )
         or "/api/authorizations/" in (request.path or "")
     ):
         return []  # the common anonymous request: nothing to look through
@@ -170,6 +181,8 @@ class ServerCorrections:
         self.untraced: Any = None
         self.response_setter: Any = None
         self.propagated_fields: tuple[str, ...] = ()
+        self.propagated_headers: frozenset[str] = frozenset()
+        self.watched_headers: frozenset[str] = frozenset()
         self.capture_request_headers: list[str] = []
 
     _MODULE = "opentelemetry.instrumentation.tornado"
@@ -196,6 +209,8 @@ class ServerCorrections:
         self.untraced = self.trace_context(None, trace.INVALID_SPAN, None)
         self.response_setter = module.response_propagation_setter
         self.propagated_fields = tuple(propagate.get_global_textmap().fields)
+        self.propagated_headers = frozenset(header_case(f) for f in self.propagated_fields)
+        self.watched_headers = self.propagated_headers | CREDENTIAL_HEADERS | {"User-Agent"}
         self.capture_request_headers = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
         for name in self._REPLACED:
             self._original[name] = getattr(module, name)
@@ -272,14 +287,21 @@ class ServerCorrections:
             if port.isdigit():
                 attributes["server.port"] = int(port)
         headers = request.headers
-        agent = headers.get("User-Agent")
+        # which of the headers read here the request has, in one pass over its (few) names: tornado normalizes a
+        # name on each lookup, and a lookup of a missing one (most of these, most of the time) is as dear
+        present = self.watched_headers.intersection(headers) if type(headers) is HTTPHeaders else None
+        agent = headers.get("User-Agent") if present is None or "User-Agent" in present else None
         if agent:
             attributes["user_agent.original"] = agent
         for header in self.capture_request_headers:
             value = headers.get_list(header)
             if value:
                 attributes[f"http.request.header.{header.lower()}"] = value
-        parent = propagate.extract(headers) if any(f in headers for f in self.propagated_fields) else None
+        if present is None:
+            propagated = any(f in headers for f in self.propagated_fields)
+        else:
+            propagated = not self.propagated_headers.isdisjoint(present)
+        parent = propagate.extract(headers) if propagated else None
         span = tracer.start_span(
             f"{'HTTP' if method == '_OTHER' else method} {route}",
             context=parent,
@@ -291,7 +313,7 @@ class ServerCorrections:
         handler._otel_trace_context_key = ctx
         try:
             if span.is_recording():
-                secrets = request_secrets(request)
+                secrets = request_secrets(request, present)
                 if secrets:
                     self.known.add(span.get_span_context().trace_id, secrets)
         except Exception:
