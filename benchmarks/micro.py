@@ -204,7 +204,8 @@ def test_request_span(benchmark: Any, provider: Any, kind: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _recorder(name: str, exemplar: Any = None) -> Any:
+def _instruments(exemplar: Any = None) -> Any:
+    """The catalogue's instruments as a hub has them (exemplars from ``exemplar``)."""
     try:
         from jh_otel.catalogue import build_catalogue
         from jh_otel.instruments import Instruments
@@ -219,10 +220,12 @@ def _recorder(name: str, exemplar: Any = None) -> Any:
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         meter = MeterProvider(metric_readers=[InMemoryMetricReader(), InMemoryMetricReader()]).get_meter("bench")
-        instruments = Instruments(catalogue, meter, lambda: None, exemplar)
-    else:
-        instruments = Instruments(catalogue, lambda: None, exemplar)
-    return instruments[name]
+        return Instruments(catalogue, meter, lambda: None, exemplar)
+    return Instruments(catalogue, lambda: None, exemplar)
+
+
+def _recorder(name: str, exemplar: Any = None) -> Any:
+    return _instruments(exemplar)[name]
 
 
 LABELS = ("GET", "jupyterhub.apihandlers.users.UserAPIHandler", "200")
@@ -246,6 +249,66 @@ def test_record_exemplar(benchmark: Any, provider: Any) -> None:
     benchmark.extra_info["per"] = 1
     with provider.get_tracer("jh_otel.benchmark").start_as_current_span("request"):
         benchmark(recorder.record, 0.0042, LABELS)
+
+
+def test_request_record(benchmark: Any) -> None:
+    """A request's metrics at JupyterHub's log function, as a hub with jh_otel runs it at its defaults: jh_otel's
+    records in place of JupyterHub's ``prometheus_log_method`` where it replaces it (catalogue served), else that
+    function (its observation into JupyterHub's own histogram) and then jh_otel's records."""
+    import tornado.web
+    from jupyterhub import metrics
+
+    try:
+        from jh_otel.hooks.requests import RequestRecorder
+        from jh_otel.hooks.routes import Routes
+    except ImportError as error:
+        pytest.skip(f"no request recorder here: {error}")
+
+    class RootAPIHandler(tornado.web.RequestHandler):
+        pass
+
+    recorder = RequestRecorder(_instruments(), Routes([(r"/hub/api", RootAPIHandler)]), "/hub/api")
+    handler = _handler("/hub/api", {"Host": "127.0.0.1:8081"}, RootAPIHandler, [(r"/hub/api", RootAPIHandler)])
+    handler.set_status(200)
+    replacement = getattr(recorder, "replacement", None)
+    log_method = replacement if replacement is not None else recorder.wrapper
+    benchmark.extra_info["per"] = 1
+    benchmark(log_method, metrics.prometheus_log_method, None, (handler,), {})
+
+
+def test_log_line(benchmark: Any, provider: Any) -> None:
+    """One access-log line through the hub's own handler (JupyterHub's formatter and default format, to a file)
+    after jh_otel's log correlation at its default (``OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION=off``), inside a
+    sampled request span."""
+    import logging
+    import os
+
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.log import CoroutineLogFormatter
+
+    try:
+        from jh_otel.tracing.logs import correlate
+    except ImportError as error:
+        pytest.skip(f"no log correlation here: {error}")
+    logger = logging.getLogger("jh_otel.benchmark.access")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    stream = open(os.devnull, "w")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        CoroutineLogFormatter(fmt=JupyterHub._log_format_default(None), datefmt="%Y-%m-%d %H:%M:%S", color=False)
+    )
+    logger.addHandler(handler)
+    undo = correlate(logger, False)
+    benchmark.extra_info["per"] = 1
+    try:
+        with provider.get_tracer("jh_otel.benchmark").start_as_current_span("GET /hub/api"):
+            benchmark(logger.info, "%s %s %s (%s@%s) %.2fms", 200, "GET", "/hub/api", "", "127.0.0.1", 1.23)
+    finally:
+        for step in undo:
+            step()
+        logger.removeHandler(handler)
+        stream.close()
 
 
 # --------------------------------------------------------------------------

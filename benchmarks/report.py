@@ -568,6 +568,10 @@ MICRO_NAMES = {
     "test_record[request_duration_seconds]": "catalogue record (`Recorder.record`), request histogram",
     "test_record[request_count]": "catalogue record, request counter",
     "test_record_exemplar": "catalogue record, request histogram with an exemplar, in a sampled span",
+    "test_request_record": (
+        "a request's metrics at JupyterHub's log function (its `prometheus_log_method` and jh_otel's records)"
+    ),
+    "test_log_line": "an access-log line through the hub's handler, default log correlation, in a sampled span",
     "test_encode": "encode (`SpanEncoder.encode`), per span of a 512-span hub batch",
     "test_encode_sdk": "reference: the OTLP exporters' `encode_spans`, per span of the same batch",
     "test_scrub[clean-request]": "scrub (`scrub_span`) of a clean request span",
