@@ -276,6 +276,34 @@ def test_request_record(benchmark: Any) -> None:
     benchmark(log_method, metrics.prometheus_log_method, None, (handler,), {})
 
 
+def test_sql_checkout(benchmark: Any, provider: Any) -> None:
+    """A pool checkout, one ``SELECT`` and the checkin on a traced SQLite engine (a file, as a hub's), as a
+    handler's query runs it: the statement's span and whatever the tracer listens to on the pool."""
+    import os
+    import tempfile
+
+    import sqlalchemy
+
+    from jh_otel.tracing.sql import trace_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = sqlalchemy.create_engine(f"sqlite:///{os.path.join(tmp, 'jupyterhub.sqlite')}")
+        undo = trace_engine(engine, provider.get_tracer("jh_otel.benchmark"))
+        statement = sqlalchemy.text("SELECT 1")
+
+        def query() -> None:
+            with engine.connect() as connection:
+                connection.execute(statement)
+
+        try:
+            benchmark.extra_info["per"] = 1
+            benchmark(query)
+        finally:
+            if undo is not None:
+                undo()
+            engine.dispose()
+
+
 def test_log_line(benchmark: Any, provider: Any) -> None:
     """One access-log line through the hub's own handler (JupyterHub's formatter and default format, to a file)
     after jh_otel's log correlation at its default (``OTEL_PYTHON_JUPYTERHUB_LOG_CORRELATION=off``), inside a

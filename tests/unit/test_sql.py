@@ -256,3 +256,25 @@ def test_an_engine_the_contrib_instrumentor_traces_is_taken_over() -> None:
         if contrib.is_instrumented_by_opentelemetry:
             contrib.uninstrument()
         provider.shutdown()
+
+
+def test_no_pool_listeners() -> None:
+    """Tracing an engine adds no pool listener (connect, close, checkin, checkout) and removes its statement ones."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = sqlalchemy.create_engine("sqlite://")
+    pool_events = ("connect", "close", "checkin", "checkout")
+    before = {event: len(getattr(engine.pool.dispatch, event)) for event in pool_events}
+    undo = trace_engine(engine, provider.get_tracer("test"))
+    try:
+        assert {event: len(getattr(engine.pool.dispatch, event)) for event in pool_events} == before
+        assert len(engine.dispatch.before_cursor_execute) == 1
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+        assert [s.name for s in exporter.get_finished_spans()] == ["SELECT"]
+    finally:
+        undo()
+        engine.dispose()
+        provider.shutdown()
+    assert len(engine.dispatch.before_cursor_execute) == 0

@@ -10,7 +10,10 @@ jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.d
 - an error records its type and the driver's message with literals removed (SQLAlchemy's own message would add the
   bound parameters); the contrib handler would put ``str(exception)`` in the status;
 - each span starts with all its attributes, the URL's worked out once per engine (the contrib tracer sets them one
-  by one and reads the database name from the connection for every statement).
+  by one and reads the database name from the connection for every statement);
+- no pool listeners: the contrib tracer's ``connect``/``close``/``checkin``/``checkout`` listeners feed its
+  ``db.client.connections.usage`` counter, which jh_otel does not export (it hands the tracer a no-op counter), and
+  cost about as much per checkout as a statement's span.
 """
 
 from __future__ import annotations
@@ -86,6 +89,10 @@ def _handle_error(context: Any) -> None:
     span.end()
 
 
+POOL_EVENTS = frozenset({"connect", "close", "checkin", "checkout"})
+"""The pool events the contrib tracer listens to for its connection-usage counter; not registered here."""
+
+
 class HubEngineTracer(contrib.EngineTracer):
     _remove_event_listener_params: list[Any] = []  # ours alone: removing them leaves other engine tracers be
 
@@ -129,6 +136,8 @@ class HubEngineTracer(contrib.EngineTracer):
 
     @classmethod
     def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
+        if identifier in POOL_EVENTS:
+            return  # a no-op counter's listeners: a pool checkout pays for none
         if func is contrib._handle_error:
             func = _handle_error
         super()._register_event_listener(target, identifier, func, *args, **kw)
