@@ -127,7 +127,7 @@ class HubEngineTracer(contrib.EngineTracer):
         if table:
             attributes["db.sql.table"] = table
         span = self.tracer.start_span(
-            span_name(statement, self.vendor),
+            (f"{operation} {table}" if table else operation or self.vendor),  # span_name(), from the one summary
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
