@@ -46,6 +46,7 @@ RESULTS = BENCH / "results.json"
 SMOKE_RESULTS = BENCH / "results-smoke.json"
 PARTIAL_RESULTS = BENCH / "results-partial.json"
 MICRO_RESULTS = BENCH / "results-micro.json"
+BREAKDOWN_RESULTS = BENCH / "results-breakdown.json"  # runs of breakdown scenarios only: their own README block
 SMOKE = {"rounds": 1, "duration_s": 3.0, "warmup_s": 1.0}
 
 
@@ -87,9 +88,14 @@ def run_scenario(
         pair, envs = hubmod.start_pair(workdir / scenario.name, scenario, receiver.http_endpoint, options)
         entry["env"] = envs
         try:
-            if scenario.kind == "load":
+            if scenario.kind in ("load", "breakdown"):
+                probes = (
+                    {label: hubmod.probe_dir(workdir / scenario.name, label) for label in labels}
+                    if scenario.kind == "breakdown"
+                    else None
+                )
                 result = measure.run_load(
-                    scenario, pair, labels, receiver, smoke, args.loadgen, rounds, duration, warmup
+                    scenario, pair, labels, receiver, smoke, args.loadgen, rounds, duration, warmup, probes
                 )
             elif scenario.kind == "scrape":
                 result = measure.run_scrape(scenario, pair, labels, smoke)
@@ -126,7 +132,16 @@ def command_line() -> str:
 def run(args: argparse.Namespace) -> int:
     names = args.scenario or [s.name for s in SCENARIOS if s.default or args.all]
     selected = [BY_NAME[name] for name in names]
-    output = args.output or (PARTIAL_RESULTS if args.scenario else SMOKE_RESULTS if args.smoke else RESULTS)
+    breakdowns = bool(selected) and all(s.kind == "breakdown" for s in selected)
+    output = args.output or (
+        (BREAKDOWN_RESULTS if not args.smoke else PARTIAL_RESULTS)
+        if breakdowns
+        else PARTIAL_RESULTS
+        if args.scenario
+        else SMOKE_RESULTS
+        if args.smoke
+        else RESULTS
+    )
     options = Options(
         hub_pythonpath=args.hub_pythonpath or "",
         candidate_set=dict(setting.split("=", 1) for setting in args.set),

@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import costprobe  # noqa: E402
 import hubside  # noqa: E402
 from scenarios import Scenario, Variant  # noqa: E402
 
@@ -64,6 +65,11 @@ def fill(settings: dict[str, str], endpoint: str, closed: str, label: str) -> di
     return env
 
 
+def probe_dir(workdir: Path, label: str) -> Path:
+    """Where the cost probe (``benchmarks/costprobe.py``) of a breakdown scenario's hub writes its readings."""
+    return workdir / label / "costprobe"
+
+
 def start_pair(
     workdir: Path, scenario: Scenario, endpoint: str, options: Options, closed: str = ""
 ) -> tuple[dict[str, Hub], dict[str, dict[str, str]]]:
@@ -85,6 +91,8 @@ def start_pair(
             config = variant.extra_config
             if scenario.setup.spawner == "fast":
                 config = hubside.hub_config(workdir / variant.label / "server-tokens") + config
+            if scenario.kind == "breakdown":  # timers only where jh_otel runs
+                config += costprobe.hub_config(probe_dir(workdir, variant.label), timers=variant.wrapper)
             hub = hubs[variant.label] = Hub(workdir / variant.label, env, wrapper=variant.wrapper, extra_config=config)
             envs[variant.label] = {k: v for k, v in env.items() if not k.endswith("_PORT")}
             t0 = time.monotonic()

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import costprobe
 import hubs as hubmod
 import loadgen
 import requests
@@ -164,7 +165,10 @@ def run_load(
     rounds: int,
     duration: float,
     warmup: float,
+    probes: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
+    """ABBA rounds of the scenario's load on each hub; with ``probes`` (a breakdown scenario: each hub's cost-probe
+    directory), also each hub's own account of the measured rounds (GC, timed functions, threads)."""
     base, cand = labels
     connections = scenario.connections
     log(f"  setup: {asdict(scenario.setup)}")
@@ -210,6 +214,7 @@ def run_load(
     for label in labels:
         load(label, warmup, seed=0)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    readings = {label: costprobe.read(directory) for label, directory in (probes or {}).items()}
     for r in range(rounds):
         for label in labels if r % 2 == 0 else labels[::-1]:
             run = load(label, duration, seed=r + 1)
@@ -220,6 +225,12 @@ def run_load(
                 f"errors {run['errors']}, machine busy {run['machine_busy']} steal {run['machine_steal']}"
             )
     t1 = time.time_ns()
+    breakdown = {
+        label: costprobe.difference(
+            readings[label], costprobe.read(directory), sum(run["ok"] + run["errors"] for run in runs[label])
+        )
+        for label, directory in (probes or {}).items()
+    }
     memory = {label: rss(hubs[label]) for label in labels}
     log(f"  RSS after the load: {memory}")
     traced_labels = [label for label in labels if traced(hubs[label])]
@@ -244,6 +255,8 @@ def run_load(
         "spans": spans,
         "logs": {label: hubmod.log_counts(hubs[label]) for label in labels},
     }
+    if breakdown:
+        out["breakdown"] = breakdown
     out["summary"] = summarise_load(out, labels)
     return out
 

@@ -22,6 +22,7 @@ RESULTS, SMOKE_RESULTS, MICRO_RESULTS = (
     BENCH / "results-smoke.json",
     BENCH / "results-micro.json",
 )
+BREAKDOWN_RESULTS = BENCH / "results-breakdown.json"
 ORDER = [s.name for s in SCENARIOS]
 
 UNITS = {
@@ -304,6 +305,60 @@ def other_tables(results: dict[str, Any]) -> str:
             + f"\n\nHealth checks' median durations on the busy hub, ms: {bg.get('check_ms')}."
         )
     return "\n\n".join(parts) if parts else "No other measurement in this run."
+
+
+def breakdown_block(results: dict[str, Any]) -> str:
+    """Every breakdown scenario of a run (``results-breakdown.json``)."""
+    parts = [
+        breakdown_tables(name, entry)
+        for name, entry in scenarios_in(results)
+        if entry.get("kind") == "breakdown" and entry.get("breakdown")
+    ]
+    return "\n\n".join(parts) if parts else "No breakdown in this run."
+
+
+def breakdown_tables(name: str, entry: dict[str, Any]) -> str:
+    """A breakdown scenario: each hub's CPU per request by thread and GC, and jh_otel's hub's timed functions."""
+    found = entry["breakdown"]
+    labels = [label for label in entry.get("labels", []) if label in found]
+    threads = sorted({t for label in labels for t in found[label]["thread_cpu_us_per_request"]})
+    rows = [
+        ["requests measured", *(fmt(found[label]["requests"]) for label in labels)],
+        *(
+            [
+                f"CPU of thread `{t}`, us",
+                *(fmt(found[label]["thread_cpu_us_per_request"].get(t), 1) for label in labels),
+            ]
+            for t in threads
+        ),
+        [
+            "garbage collection, us (in the threads' time)",
+            *(fmt(found[label]["gc_us_per_request"], 1) for label in labels),
+        ],
+        [
+            "collections per generation, measured rounds",
+            *(" / ".join(str(n) for n in found[label]["gc_collections"]) for label in labels),
+        ],
+    ]
+    out = f"**Where the hub's CPU goes** (`{name}`: {entry.get('measures', '')}; per request):\n\n" + table(
+        ["per request", *labels], rows
+    )
+    for label in labels:
+        calls = found[label]["calls"]
+        if calls:
+            rows = [
+                [
+                    what.strip() if not what.startswith(" ") else f"... {what.strip()}",
+                    fmt(c["calls_per_request"], 2),
+                    fmt(c["cpu_us_per_call"], 2),
+                    fmt(c["cpu_us_per_request"], 1),
+                ]
+                for what, c in calls.items()
+            ]
+            out += f"\n\n{label} hub, timed functions (thread CPU, nested ones counted in both):\n\n" + table(
+                ["function", "calls per request", "CPU us per call", "CPU us per request"], rows
+            )
+    return out
 
 
 def imports_table(entry: dict[str, Any]) -> str:
@@ -640,6 +695,11 @@ def render_readme(output: Path | None, micro_output: Path) -> int:
         text = replace_block(text, "load", load_table(results))
         text = replace_block(text, "mix", mix_table(results))
         text = replace_block(text, "other", other_tables(results))
+    if BREAKDOWN_RESULTS.exists():
+        breakdown = json.loads(BREAKDOWN_RESULTS.read_text())
+        text = replace_block(
+            text, "breakdown", run_header(breakdown, BREAKDOWN_RESULTS) + "\n\n" + breakdown_block(breakdown)
+        )
     micro = json.loads(micro_output.read_text()) if micro_output.exists() else {}
     text = replace_block(text, "micro", micro_table(micro))
     README.write_text(text)

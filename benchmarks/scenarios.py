@@ -83,7 +83,7 @@ class Target:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # "load" | "pipeline" | "shutdown" | "scrape" | "latency" | "cycles" | "outage" | "imports"
+    kind: str  # "load" | "breakdown" | "pipeline" | "shutdown" | "scrape" | "latency" | "cycles" | "outage" | "imports"
     measures: str
     candidate: Variant
     baseline: Variant = field(default_factory=lambda: PLAIN)
@@ -226,6 +226,46 @@ REALISTIC_MIX = (ACTIVITY, USER_MODEL, OAUTH, USER_PAGE, TOKEN, SPAWN)
 
 RSS_TARGET = Target("rss_delta_mib", "<=", 15.0, "RSS <= plain + 15 MiB", judged="value")
 
+_API = Scenario(
+    name="api",
+    kind="load",
+    measures="`GET /hub/api`, the cheapest traced request, at full sampling",
+    candidate=JH_OTEL_FULL,
+    mix=(API_ROOT,),
+    targets=(
+        Target("throughput_ratio", ">=", 0.80, "`GET /hub/api` at full sampling >= 0.80x plain throughput"),
+        Target("cpu_ratio", "<=", 1.25, "hub CPU per request <= 1.25x"),
+        RSS_TARGET,
+    ),
+)
+
+_USERS_200 = Scenario(
+    name="users-200",
+    kind="load",
+    measures="`GET /hub/api/users` at 200 users (about 10 SQL spans per request) at full sampling",
+    candidate=JH_OTEL_FULL,
+    setup=Setup(users=200),
+    mix=(USER_LIST_ALL,),
+    targets=(
+        Target("throughput_ratio", ">=", 0.95, "`/hub/api/users` at 200 users with SQL spans >= 0.95x"),
+        RSS_TARGET,
+    ),
+)
+
+_MIX_1000 = Scenario(
+    name="mix-1000",
+    kind="load",
+    measures="a realistic hub mix at 1,000 users (50 running servers) at full sampling",
+    candidate=JH_OTEL_FULL,
+    setup=Setup(users=1000, running_servers=50, spawn_pool_per_connection=4, spawner="fast"),
+    mix=REALISTIC_MIX,
+    duration_s=20.0,
+    targets=(
+        Target("throughput_ratio", ">=", 0.95, "the realistic mix at full sampling >= 0.95x"),
+        RSS_TARGET,
+    ),
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="probe",
@@ -238,43 +278,9 @@ SCENARIOS: tuple[Scenario, ...] = (
             RSS_TARGET,
         ),
     ),
-    Scenario(
-        name="api",
-        kind="load",
-        measures="`GET /hub/api`, the cheapest traced request, at full sampling",
-        candidate=JH_OTEL_FULL,
-        mix=(API_ROOT,),
-        targets=(
-            Target("throughput_ratio", ">=", 0.80, "`GET /hub/api` at full sampling >= 0.80x plain throughput"),
-            Target("cpu_ratio", "<=", 1.25, "hub CPU per request <= 1.25x"),
-            RSS_TARGET,
-        ),
-    ),
-    Scenario(
-        name="users-200",
-        kind="load",
-        measures="`GET /hub/api/users` at 200 users (about 10 SQL spans per request) at full sampling",
-        candidate=JH_OTEL_FULL,
-        setup=Setup(users=200),
-        mix=(USER_LIST_ALL,),
-        targets=(
-            Target("throughput_ratio", ">=", 0.95, "`/hub/api/users` at 200 users with SQL spans >= 0.95x"),
-            RSS_TARGET,
-        ),
-    ),
-    Scenario(
-        name="mix-1000",
-        kind="load",
-        measures="a realistic hub mix at 1,000 users (50 running servers) at full sampling",
-        candidate=JH_OTEL_FULL,
-        setup=Setup(users=1000, running_servers=50, spawn_pool_per_connection=4, spawner="fast"),
-        mix=REALISTIC_MIX,
-        duration_s=20.0,
-        targets=(
-            Target("throughput_ratio", ">=", 0.95, "the realistic mix at full sampling >= 0.95x"),
-            RSS_TARGET,
-        ),
-    ),
+    _API,
+    _USERS_200,
+    _MIX_1000,
     Scenario(
         name="pipeline",
         kind="pipeline",
@@ -382,6 +388,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
     ),
     # ---- not in a default run: comparisons for a question at hand (--scenario NAME) ----
+    # where a load scenario's hub CPU goes, from inside each hub (benchmarks/costprobe.py; its timers cost a little,
+    # so these runs' throughput is not the load scenarios')
+    *(
+        Scenario(
+            name=f"{of.name}-breakdown",
+            kind="breakdown",
+            measures=f"where the hub's CPU goes in `{of.name}`: GC, threads, jh_otel's and the SDK's functions",
+            candidate=of.candidate,
+            setup=of.setup,
+            mix=of.mix,
+            rounds=2,
+            duration_s=15.0,
+            default=False,
+        )
+        for of in (_API, _USERS_200, _MIX_1000)
+    ),
     Scenario(
         name="singleuser",
         kind="cycles",
