@@ -28,7 +28,11 @@ from typing import Any
 
 TIMED: tuple[tuple[str, str, str], ...] = (
     ("jh_otel.tracing.server", "ServerCorrections._start", "request span: start (jh_otel)"),
+    ("jh_otel.tracing.server", "ServerCorrections.route", "  route template (inside start)"),
+    ("jh_otel.tracing.server", "request_secrets", "  request credentials (inside start)"),
+    ("opentelemetry.context", "attach", "  context attach (inside start)"),
     ("jh_otel.tracing.server", "ServerCorrections._finish", "request span: finish (jh_otel)"),
+    ("jh_otel.tracing.server", "user_attributes", "  user attributes (inside finish)"),
     ("opentelemetry.sdk.trace", "Tracer.start_span", "SDK Tracer.start_span (any span)"),
     ("jh_otel.tracing.lean", "SpanFactory.__call__", "  lean span factory (inside start_span)"),
     ("jh_otel.tracing.lean", "LeanSpan.end", "lean span: end (ReadableSpan, processors)"),
@@ -36,6 +40,7 @@ TIMED: tuple[tuple[str, str, str], ...] = (
     ("jh_otel.tracing.sql", "HubEngineTracer._before_cur_exec", "SQL statement: before (span start)"),
     ("opentelemetry.instrumentation.sqlalchemy.engine", "_after_cur_exec", "SQL statement: after (span end)"),
     ("jh_otel.hooks.requests", "RequestRecorder._record", "request metrics (catalogue records)"),
+    ("jh_otel.instruments", "Recorder.record", "  one catalogue record (inside request metrics)"),
 )
 """(module, attribute path, label) of each timed function."""
 

@@ -627,6 +627,7 @@ MICRO_NAMES = {
         "a request's metrics at JupyterHub's log function (its `prometheus_log_method` and jh_otel's records)"
     ),
     "test_log_line": "an access-log line through the hub's handler, default log correlation, in a sampled span",
+    "test_sql_checkout": "a pool checkout, one `SELECT` and the checkin on a traced SQLite file (`trace_engine`)",
     "test_encode": "encode (`SpanEncoder.encode`), per span of a 512-span hub batch",
     "test_encode_sdk": "reference: the OTLP exporters' `encode_spans`, per span of the same batch",
     "test_scrub[clean-request]": "scrub (`scrub_span`) of a clean request span",
