@@ -132,16 +132,13 @@ def command_line() -> str:
 def run(args: argparse.Namespace) -> int:
     names = args.scenario or [s.name for s in SCENARIOS if s.default or args.all]
     selected = [BY_NAME[name] for name in names]
-    breakdowns = bool(selected) and all(s.kind == "breakdown" for s in selected)
-    output = args.output or (
-        (BREAKDOWN_RESULTS if not args.smoke else PARTIAL_RESULTS)
-        if breakdowns
-        else PARTIAL_RESULTS
-        if args.scenario
-        else SMOKE_RESULTS
-        if args.smoke
-        else RESULTS
-    )
+    breakdowns_only = bool(selected) and all(s.kind == "breakdown" for s in selected)
+    if args.output:
+        output = args.output
+    elif args.scenario:
+        output = BREAKDOWN_RESULTS if breakdowns_only and not args.smoke else PARTIAL_RESULTS
+    else:
+        output = SMOKE_RESULTS if args.smoke else RESULTS
     options = Options(
         hub_pythonpath=args.hub_pythonpath or "",
         candidate_set=dict(setting.split("=", 1) for setting in args.set),
