@@ -11,7 +11,9 @@ the wrapper imports this module, it also:
   the accepted values and what is used instead (the hub starts with the rest of its configuration);
 - adds ``sqlalchemy`` to ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` when the installed SQLAlchemy is outside the range
   the contrib SQLAlchemy instrumentor declares (2.1 and later): that instrumentor would skip it anyway with an
-  error line saying "nothing can be instrumented", while jh_otel traces the hub's engine itself.
+  error line saying "nothing can be instrumented", while jh_otel traces the hub's engine itself. It marks the entry
+  as its own in ``JH_OTEL_ADDED_DISABLED``: only the operator's ``sqlalchemy`` there switches jh_otel's SQL spans
+  off.
 
 The environment it leaves is the one the hub, and every process the hub starts, inherits. Values given as
 options on the wrapper's command line are applied after this check and are not checked here; ``jh-otel check``
@@ -25,6 +27,7 @@ import sys
 from collections.abc import MutableMapping
 
 from .settings import (
+    JH_OTEL_ADDED_DISABLED,
     OTEL_PYTHON_JUPYTERHUB_EXEMPLARS,
     OTEL_PYTHON_JUPYTERHUB_GC_FREEZE,
     OTEL_PYTHON_JUPYTERHUB_HEALTH_INTERVAL,
@@ -38,6 +41,7 @@ from .settings import (
     OTEL_PYTHON_JUPYTERHUB_TRACE_PROBES,
     OTEL_PYTHON_JUPYTERHUB_TRACES,
 )
+from .settings import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS as DISABLED
 
 __all__ = [
     "OTEL_PYTHON_JUPYTERHUB_EXEMPLARS",
@@ -55,7 +59,6 @@ __all__ = [
     "prepare",
 ]
 
-DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 WRAPPER = "opentelemetry-instrument"
 
 
@@ -87,6 +90,8 @@ def prepare(environ: MutableMapping[str, str]) -> list[str]:
     disabled = split(environ.get(DISABLED, ""))
     if "sqlalchemy" not in disabled and "*" not in disabled and sqlalchemy_outside_contrib_range():
         environ[DISABLED] = ",".join([*disabled, "sqlalchemy"])
+        # marked as jh_otel's, so that jh_otel's own SQL spans still follow only the operator's entries
+        environ[JH_OTEL_ADDED_DISABLED] = ",".join([*split(environ.get(JH_OTEL_ADDED_DISABLED, "")), "sqlalchemy"])
     return lines
 
 

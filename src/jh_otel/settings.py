@@ -28,6 +28,10 @@ OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION = "OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION"
 OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS"
 OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS = "OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS"
 OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER = "OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER"
+OTEL_PYTHON_DISABLED_INSTRUMENTATIONS = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+JH_OTEL_ADDED_DISABLED = "JH_OTEL_ADDED_DISABLED"
+"""The entries jh_otel itself added to ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (under the wrapper, to quiet a
+contrib instrumentor that cannot apply): not the operator's, so they do not switch jh_otel's own spans off."""
 # JupyterHub's own variables, honoured so that names and buckets match the native metrics.
 JUPYTERHUB_METRICS_PREFIX = "JUPYTERHUB_METRICS_PREFIX"
 JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS = "JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS"
@@ -290,3 +294,13 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
     known = {f.name for f in fields(Settings)}
     assert set(values) <= known
     return Settings(**values, errors=tuple(errors))  # type: ignore[arg-type]
+
+
+def disabled_by_operator(name: str, environ: Mapping[str, str]) -> bool:
+    """Whether the operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names the instrumentation ``name`` (or is
+    ``*``, every one, as the wrapper reads it); an entry jh_otel added itself does not count."""
+    entries = {part.strip() for part in environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")}
+    if "*" in entries:
+        return True
+    added = {part.strip() for part in environ.get(JH_OTEL_ADDED_DISABLED, "").split(",")}
+    return name in entries and name not in added

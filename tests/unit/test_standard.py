@@ -156,8 +156,17 @@ def test_the_contrib_sqlalchemy_instrumentor_is_disabled_only_where_it_cannot_ap
     prepare(environ)
     if sqlalchemy_outside_contrib_range():
         assert environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == "requests,sqlalchemy"
+        assert environ["JH_OTEL_ADDED_DISABLED"] == "sqlalchemy"  # jh_otel's entry, not the operator's
     else:
         assert environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == "requests"
+        assert "JH_OTEL_ADDED_DISABLED" not in environ
+
+
+def test_the_operators_own_sqlalchemy_entry_is_not_marked_as_jh_otels() -> None:
+    """An operator who disabled ``sqlalchemy`` keeps that entry as theirs: nothing is added or marked."""
+    environ = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy"}
+    prepare(environ)
+    assert environ == {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy"}
 
 
 def test_under_the_wrapper_a_bad_value_costs_only_that_setting() -> None:

@@ -59,3 +59,50 @@ def test_an_instrumentation_is_on_only_with_traces_on_and_allowed(
     assert FakeInstrumentor.instrumented is expected
     tracing.uninstall()
     assert FakeInstrumentor.instrumented is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, True),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests, sqlalchemy"}, False),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}, False),
+        (
+            {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests,sqlalchemy", "JH_OTEL_ADDED_DISABLED": "sqlalchemy"},
+            True,
+        ),
+    ],
+    ids=["none-disabled", "operator-disabled", "wildcard", "added-by-jh-otel"],
+)
+def test_sql_spans_follow_only_the_operators_disabled_instrumentations(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], expected: bool
+) -> None:
+    """A hub's SQLite engine gets SQL spans unless the operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names
+    ``sqlalchemy`` (or is ``*``); the entry jh_otel adds itself under the wrapper does not switch them off."""
+    import sqlalchemy
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from jh_otel.tracing import HubTracing
+
+    for name in ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "JH_OTEL_ADDED_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = sqlalchemy.create_engine("sqlite://")
+    app = types.SimpleNamespace(db=types.SimpleNamespace(get_bind=lambda: engine))
+    hub = HubTracing(ProcessTracing(Settings(traces_exporters=("otlp",)), provider))
+    with monkeypatch.context() as patch:
+        patch.setattr("jh_otel.tracing.Operations.install", lambda self, app, started: None)
+        hub.attach(app)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    finally:
+        hub.detach()
+        engine.dispose()
+        provider.shutdown()
+    assert [span.name for span in exporter.get_finished_spans()] == (["SELECT"] if expected else [])

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from .._guard import guarded
 from ..compat import Expect, unmet
-from ..settings import Settings
+from ..settings import Settings, disabled_by_operator
 from ..version import __version__
 from . import client, encoding, lean, outbox
 from .logs import correlate
@@ -55,10 +55,6 @@ def stable_http_semconv(environ: Any = os.environ) -> None:
         stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING[_semconv._OpenTelemetryStabilitySignalType.HTTP] = (
             _semconv._StabilityMode.HTTP
         )
-
-
-def _disabled(name: str, environ: Any = os.environ) -> bool:
-    return name in {part.strip() for part in environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
 
 
 class _QuietRepeat(logging.Filter):
@@ -127,7 +123,7 @@ class ProcessTracing:
         uninstrumented, and instrumented again with them only with traces on (``OTEL_PYTHON_JUPYTERHUB_TRACES=off``
         or no traces exporter: no request spans made for nothing) and when ``allowed``; never against the
         operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``."""
-        if _disabled(entry_point):
+        if disabled_by_operator(entry_point, os.environ):
             return
         try:
             instrumentor = getattr(__import__(module, fromlist=[name]), name)()
@@ -148,7 +144,8 @@ class ProcessTracing:
 
 
 class HubTracing:
-    """One hub's spans: SQL on its engine, its operations, log correlation."""
+    """One hub's spans: SQL on its engine (unless the operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names
+    ``sqlalchemy``), its operations, log correlation."""
 
     def __init__(self, process: ProcessTracing) -> None:
         self.process = process
@@ -164,10 +161,13 @@ class HubTracing:
         if not settings.traces_on:
             return
         tracer = self.process.tracer()
-        with guarded("tracing SQL"):
-            undo = trace_engine(app.db.get_bind(), tracer)
-            if undo is not None:
-                self._undo.append(undo)
+        if disabled_by_operator("sqlalchemy", os.environ):
+            log.info("jh_otel: no SQL spans: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS names sqlalchemy")
+        else:
+            with guarded("tracing SQL"):
+                undo = trace_engine(app.db.get_bind(), tracer)
+                if undo is not None:
+                    self._undo.append(undo)
         with guarded("tracing JupyterHub operations"):
             self.operations = Operations(tracer, settings.profile_option)
             self._undo.append(self.operations.uninstall)
