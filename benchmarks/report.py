@@ -23,6 +23,14 @@ RESULTS, SMOKE_RESULTS, MICRO_RESULTS = (
     BENCH / "results-micro.json",
 )
 BREAKDOWN_RESULTS = BENCH / "results-breakdown.json"
+SQL_VARIANTS = (
+    ("without SQL spans (`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=sqlalchemy`)", BENCH / "results-no-sql-spans.json"),
+    (
+        "SQL spans only for statements of 1 ms or more (`OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION=0.001`)",
+        BENCH / "results-sql-min-duration.json",
+    ),
+)
+"""Runs of the SQL-heavy scenarios with a candidate setting (``--set``), each in a results file of its own."""
 ORDER = [s.name for s in SCENARIOS]
 
 UNITS = {
@@ -477,6 +485,15 @@ def cycles_table(name: str, entry: dict[str, Any]) -> str:
     return text
 
 
+def sql_variants_block() -> str:
+    parts = []
+    for title, path in SQL_VARIANTS:
+        if path.exists():
+            results = json.loads(path.read_text())
+            parts.append(f"**{title}**\n\n{run_header(results, path)}\n\n{load_table(results)}")
+    return "\n\n".join(parts) or "(no runs yet)"
+
+
 def run_header(results: dict[str, Any], source: Path) -> str:
     m, code, jh = results.get("machine", {}), results.get("code", {}), results.get("hub_jh_otel", {})
     tools = sorted({e.get("tool", "") for e in results.get("scenarios", {}).values() if e.get("tool")})
@@ -701,6 +718,7 @@ def render_readme(output: Path | None, micro_output: Path) -> int:
         text = replace_block(
             text, "breakdown", run_header(breakdown, BREAKDOWN_RESULTS) + "\n\n" + breakdown_block(breakdown)
         )
+    text = replace_block(text, "sql-variants", sql_variants_block())
     micro = json.loads(micro_output.read_text()) if micro_output.exists() else {}
     text = replace_block(text, "micro", micro_table(micro))
     README.write_text(text)

@@ -62,6 +62,8 @@ Variable                                                Default     Meaning
                                                                     one hub log line per spawn.
 ``OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER``                  ``4``       MiB of encoded spans kept through a collector
                                                                     outage, newest sent first; ``0``: the SDK's own.
+``OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION``        ``0``       Seconds a SQL statement must take to get a span
+                                                                    (a failing one always does); 0 to 60.
 ``JUPYTERHUB_METRICS_PREFIX``                           jupyterhub  JupyterHub's own: the metric name prefix.
 ``JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS``    JupyterHub  JupyterHub's own: spawn histogram buckets.
 ``JUPYTERHUB_SERVER_STOP_DURATION_SECONDS_BUCKETS``     JupyterHub  JupyterHub's own: stop histogram buckets.

@@ -28,6 +28,7 @@ OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION = "OTEL_PYTHON_JUPYTERHUB_PROFILE_OPTION"
 OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS = "OTEL_PYTHON_JUPYTERHUB_MAX_PROFILE_LABELS"
 OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS = "OTEL_PYTHON_JUPYTERHUB_SPAWN_RECORDS"
 OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER = "OTEL_PYTHON_JUPYTERHUB_SPAN_BUFFER"
+OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION = "OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION"
 OTEL_PYTHON_DISABLED_INSTRUMENTATIONS = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 JH_OTEL_ADDED_DISABLED = "JH_OTEL_ADDED_DISABLED"
 """The entries jh_otel itself added to ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (under the wrapper, to quiet a
@@ -95,6 +96,9 @@ class Settings:
     span_buffer: int = 4
     """MiB of encoded spans an OTLP span exporter's outbox keeps while the collector does not accept them (newest
     sent first, the oldest dropped past it); ``0``: no outbox, the SDK's own delivery."""
+    sql_span_min_duration: float = 0.0
+    """Seconds a SQL statement must take to get a span of its own (a failing statement always gets one); ``0``:
+    every statement."""
     metrics_prefix: str = "jupyterhub"
     spawn_buckets: tuple[float, ...] = DEFAULT_SPAWN_BUCKETS
     stop_buckets: tuple[float, ...] = DEFAULT_STOP_BUCKETS
@@ -249,6 +253,12 @@ VARIABLES = (
         "span_buffer",
         _integer(0, 256),
         "a whole number of MiB from 0 to 256",
+    ),
+    _Variable(
+        OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION,
+        "sql_span_min_duration",
+        _seconds(0, 60),
+        "a number of seconds from 0 to 60",
     ),
     _Variable(
         JUPYTERHUB_METRICS_PREFIX,

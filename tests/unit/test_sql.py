@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -278,3 +279,64 @@ def test_no_pool_listeners() -> None:
         engine.dispose()
         provider.shutdown()
     assert len(engine.dispatch.before_cursor_execute) == 0
+
+
+# --- only slow or failing statements (OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION) ---------------------------------
+
+
+@pytest.fixture
+def traced_slow() -> Iterator[tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]]:
+    """A file-less SQLite engine traced with a 20 ms minimum statement duration, its connections given ``pause(s)``."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = sqlalchemy.create_engine("sqlite://")
+    sqlalchemy.event.listen(
+        engine, "connect", lambda dbapi, record: dbapi.create_function("pause", 1, lambda s: time.sleep(s) or s)
+    )
+    undo = trace_engine(engine, provider.get_tracer("test"), 0.02)
+    try:
+        yield engine, exporter, provider
+    finally:
+        undo()
+        engine.dispose()
+        provider.shutdown()
+
+
+def test_with_a_minimum_duration_only_slow_statements_have_spans(
+    traced_slow: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any],
+) -> None:
+    """Under the minimum a statement makes no span; over it, the span is the one the default mode makes, a child of
+    the current span, starting when the statement started (its duration covers the statement)."""
+    engine, exporter, provider = traced_slow
+    with provider.get_tracer("test").start_as_current_span("request") as parent:
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TABLE users (id INTEGER, name TEXT)"))
+            conn.execute(text("INSERT INTO users VALUES (1, 'alice')"))
+            conn.execute(text("SELECT pause(0.05) FROM users WHERE name = 'alice'"))
+    slow, request = exporter.get_finished_spans()
+    assert request.name == "request"
+    assert slow.name == "SELECT users"
+    assert slow.kind is SpanKind.CLIENT
+    assert slow.parent is not None and slow.parent.span_id == parent.get_span_context().span_id
+    assert slow.attributes["db.statement"] == "SELECT pause(?) FROM users WHERE name = ?"
+    assert slow.attributes["db.operation"] == "SELECT"
+    assert slow.attributes["db.system"] == "sqlite"
+    assert slow.end_time - slow.start_time >= 50_000_000
+
+
+def test_with_a_minimum_duration_a_failing_statement_still_has_its_span(
+    traced_slow: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any],
+) -> None:
+    """A fast statement that fails gets its span anyway, with status ERROR, ``error.type`` and the exception event."""
+    engine, exporter, _ = traced_slow
+    with engine.connect() as conn:
+        with pytest.raises(OperationalError):
+            conn.execute(text("SELECT name FROM missing WHERE name = 'alice'"))
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "SELECT missing"
+    assert span.attributes["error.type"] == "OperationalError"
+    assert "alice" not in span.attributes["db.statement"]
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
+    assert span.start_time <= span.end_time

@@ -165,7 +165,7 @@ class HubTracing:
             log.info("jh_otel: no SQL spans: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS names sqlalchemy")
         else:
             with guarded("tracing SQL"):
-                undo = trace_engine(app.db.get_bind(), tracer)
+                undo = trace_engine(app.db.get_bind(), tracer, settings.sql_span_min_duration)
                 if undo is not None:
                     self._undo.append(undo)
         with guarded("tracing JupyterHub operations"):

@@ -13,13 +13,18 @@ jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.d
   by one and reads the database name from the connection for every statement);
 - no pool listeners: the contrib tracer's ``connect``/``close``/``checkin``/``checkout`` listeners feed its
   ``db.client.connections.usage`` counter, which jh_otel does not export (it hands the tracer a no-op counter):
-  about 6 us a checkout and checkin for nothing (micro cost ``test_sql_checkout`` in ``benchmarks/README.md``).
+  about 6 us a checkout and checkin for nothing (micro cost ``test_sql_checkout`` in ``benchmarks/README.md``);
+- with ``OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION`` above 0, a statement gets its span only when it took at
+  least that long, or failed (:class:`PendingStatement`): the span is then made through the SDK's own
+  ``Tracer.start_span`` with the statement's start time, the same span as without the setting. SQL spans are most of
+  a hub's spans (about 11 of 13 a request in the benchmarks' mix) and most of what tracing costs it there.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from time import time_ns
 from typing import Any
 
 from opentelemetry.instrumentation.sqlalchemy import engine as contrib
@@ -100,7 +105,8 @@ POOL_EVENTS = frozenset({"connect", "close", "checkin", "checkout"})
 class HubEngineTracer(contrib.EngineTracer):
     _remove_event_listener_params: list[Any] = []  # ours alone: removing them leaves other engine tracers be
 
-    def __init__(self, tracer: Any, engine: Any) -> None:
+    def __init__(self, tracer: Any, engine: Any, min_duration: float = 0.0) -> None:
+        self.min_duration_ns = int(min_duration * 1e9)
         usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections.usage")
         super().__init__(tracer, engine, usage)
         try:
@@ -120,6 +126,14 @@ class HubEngineTracer(contrib.EngineTracer):
         cost (which also reads the database name from the connection and sets each attribute separately)."""
         if not isinstance(statement, str) or not is_instrumentation_enabled():
             return super()._before_cur_exec(conn, cursor, statement, params, context, many)
+        if self.min_duration_ns:
+            context._otel_span = PendingStatement(self, conn, cursor, statement)
+        else:
+            context._otel_span = self.start(conn, cursor, statement)
+        return statement, params
+
+    def start(self, conn: Any, cursor: Any, statement: str, start_time: int | None = None) -> Any:
+        """The statement's span, started (at ``start_time``, or now)."""
         operation, table, clean = summarize(statement)
         attributes = dict(self._static)
         if not self._from_url:  # e.g. PostgreSQL over a socket: the contrib tracer asks the connection
@@ -130,13 +144,12 @@ class HubEngineTracer(contrib.EngineTracer):
         attributes["db.operation"] = operation
         if table:
             attributes["db.sql.table"] = table
-        span = self.tracer.start_span(
+        return self.tracer.start_span(
             _named(operation, table, self.vendor),  # span_name() from the summary above, not a second lookup
             kind=SpanKind.CLIENT,
             attributes=attributes,
+            start_time=start_time,
         )
-        context._otel_span = span
-        return statement, params
 
     @classmethod
     def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
@@ -151,9 +164,53 @@ class HubEngineTracer(contrib.EngineTracer):
         return span_name(statement, self.vendor)
 
 
-def trace_engine(engine: Any, tracer: Any) -> Any:
-    """Trace ``engine``; returns the undo callable (None when the contrib tracer is not the one jh_otel builds on: then
-    there are no SQL spans, with one warning). An engine the contrib instrumentor already traces is taken over."""
+class PendingStatement:
+    """A running statement's span before it is made: at its end if the statement took at least the tracer's
+    ``min_duration_ns``, or as soon as more than its end is asked of it (an error: a failing statement always has its
+    span), in both cases with the statement's start time. Holds the statement's connection and cursor (which its
+    execution context holds anyway) only until then."""
+
+    __slots__ = ("_tracer", "_conn", "_cursor", "_statement", "_start", "_span")
+
+    def __init__(self, tracer: HubEngineTracer, conn: Any, cursor: Any, statement: str) -> None:
+        self._tracer = tracer
+        self._conn = conn
+        self._cursor = cursor
+        self._statement = statement
+        self._span: Any = None
+        self._start = time_ns()
+
+    def _made(self) -> Any:
+        if self._span is None:
+            self._span = self._tracer.start(self._conn, self._cursor, self._statement, self._start)
+            self._conn = self._cursor = None
+        return self._span
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._span is None:
+            end_time = time_ns() if end_time is None else end_time
+            if end_time - self._start < self._tracer.min_duration_ns:
+                self._conn = self._cursor = None
+                return  # fast: no span
+        self._made().end(end_time)
+
+    def is_recording(self) -> bool:
+        return bool(self._made().is_recording())
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._made().set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._made().add_event(name, attributes, timestamp)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self._made().set_status(status, description)
+
+
+def trace_engine(engine: Any, tracer: Any, min_duration: float = 0.0) -> Any:
+    """Trace ``engine`` (only statements of at least ``min_duration`` seconds, and failing ones, when it is above 0);
+    returns the undo callable (None when the contrib tracer is not the one jh_otel builds on: then there are no SQL
+    spans, with one warning). An engine the contrib instrumentor already traces is taken over."""
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     if unmet("SQL spans", EXPECTS, DISTRIBUTIONS):
@@ -162,5 +219,5 @@ def trace_engine(engine: Any, tracer: Any) -> Any:
     contrib_instrumentor = SQLAlchemyInstrumentor()
     if contrib_instrumentor.is_instrumented_by_opentelemetry:
         contrib_instrumentor.uninstrument()
-    HubEngineTracer(tracer, engine)
+    HubEngineTracer(tracer, engine, min_duration)
     return HubEngineTracer.remove_all_event_listeners
