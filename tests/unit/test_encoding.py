@@ -102,6 +102,24 @@ def test_cached_attributes_keep_bools_ints_and_fields_apart() -> None:
     assert len({one, true, event_one}) == 3
 
 
+def test_the_attribute_cache_is_bounded_in_bytes_whatever_the_values() -> None:
+    """Thousands of distinct long values (hostile URLs) leave the cache within its byte budget, a value too large to
+    cache is still encoded right, and a repeated short value is served from the cache."""
+    encoder = SpanEncoder()
+    for i in range(3000):
+        encoder.attributes(0x4A, {"url.path": f"/hub/{i}/" + "x" * 4000})
+        assert encoder._cached_bytes <= encoding._CACHE_BYTES
+    cached = sum(2 * len(v) + encoding._ENTRY_OVERHEAD for v in encoder._attributes.values())
+    assert cached == encoder._cached_bytes <= encoding._CACHE_BYTES
+    huge = "y" * (encoding._CACHE_BYTES // 8)
+    (field,) = encoder.attributes(0x4A, {"url.path": huge})
+    assert field == encoding._field(0x4A, encoding._key_value("url.path", huge))
+    assert all(value is not huge for (_, _, value) in encoder._attributes)
+    (first,) = encoder.attributes(0x4A, {"http.request.method": "GET"})
+    (second,) = encoder.attributes(0x4A, {"http.request.method": "GET"})
+    assert first is second
+
+
 def test_install_replaces_encode_spans_reversibly_and_falls_back() -> None:
     from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_module
     from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_module

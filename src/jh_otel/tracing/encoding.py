@@ -25,6 +25,10 @@ log = logging.getLogger("jh_otel")
 _DISTRIBUTIONS = ("opentelemetry-exporter-otlp-proto-common", "opentelemetry-exporter-otlp-proto-http")
 
 _CACHE_LIMIT = 8192
+_CACHE_BYTES = 1 << 20
+"""About how much memory the attribute cache may hold (each entry's encoded bytes and the value they came from)
+before it starts over: bounded whatever the values' sizes (a URL can be 64 KiB long), not only by its count."""
+_ENTRY_OVERHEAD = 160  # the key tuple, the dict slot and two object headers, about
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
@@ -83,6 +87,7 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._attributes: dict[tuple[int, str, Any], bytes] = {}
+        self._cached_bytes = 0
         # by identity (a provider has one resource, a tracer one scope): Resource.__hash__ serializes its attributes
         # to JSON on every call, which cost more than encoding the span; each entry keeps its key object alive, so
         # an id is never reused while cached
@@ -102,9 +107,13 @@ class SpanEncoder:
                 cached = cache.get((tag, key, value))
                 if cached is None:
                     cached = _field(tag, _key_value(key, value))
-                    if len(cache) >= _CACHE_LIMIT:
-                        cache.clear()
-                    cache[(tag, key, value)] = cached
+                    size = 2 * len(cached) + _ENTRY_OVERHEAD  # the bytes, and about as much for the value
+                    if size <= _CACHE_BYTES // 16:  # a huge value is encoded each time, never evicts the rest
+                        if len(cache) >= _CACHE_LIMIT or self._cached_bytes + size > _CACHE_BYTES:
+                            cache.clear()
+                            self._cached_bytes = 0
+                        cache[(tag, key, value)] = cached
+                        self._cached_bytes += size
                 out.append(cached)
             else:
                 out.append(_field(tag, _key_value(key, value)))
