@@ -151,6 +151,8 @@ def test_the_dashboard_has_its_groups_and_the_spec_queries() -> None:
 
 @pytest.mark.parametrize("target", dashboard_targets(), ids=lambda t: f"{t.panel}: {t.expr[:60]}")
 def test_every_dashboard_query_returns_data(stack: Stack, target: Target) -> None:
+    """Each PromQL query of the dashboard, its variables filled in, returns data from Prometheus with at least one
+    finite value."""
     result = query(stack.prometheus, target.promql)
     assert result, f"no data for {target.panel!r}: {target.promql}"
     values = [float(sample["value"][1]) for sample in result]
@@ -171,6 +173,8 @@ def test_the_spec_figures_are_right(stack: Stack) -> None:
 
 
 def test_the_variables_list_the_hub(stack: Stack) -> None:
+    """The ``job`` and ``instance`` variables are ``label_values`` queries whose values in Prometheus include
+    ``jupyterhub`` and the hub's host and port."""
     board = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in board["templating"]["list"]}
     for name, expected in (("job", "jupyterhub"), ("instance", stack.hub.url.removeprefix("http://"))):

@@ -129,6 +129,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_check_is_healthy_and_the_report_needs_read_metrics(stack: Stack) -> None:
+    """The database, proxy, spawners and ``scratch_space`` checks become healthy in the report (with their details) and
+    in their status metric (1), and the JSON report answers 403 without a token or with a forged one."""
     for check in ("database", "proxy", "spawners", "scratch_space"):
         stack.wait_status(check, "healthy")
     report = stack.report()
@@ -157,12 +159,16 @@ def flip(stack: Stack, check: str, break_it: Callable[[], None], repair: Callabl
 
 
 def test_the_proxy_check_follows_a_stopped_proxy(stack: Stack) -> None:
+    """Stopping the proxy (SIGSTOP) makes the proxy check unhealthy (metric 0, detail "did not answer"), and resuming it
+    makes the check healthy again (metric 1)."""
     pid = int((stack.hub.dir.parent / "proxy.pid").read_text())
     detail = flip(stack, "proxy", lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGCONT))
     assert "did not answer" in detail
 
 
 def test_the_database_check_follows_the_database_file(stack: Stack) -> None:
+    """Moving the database file away makes the database check unhealthy (metric 0, detail "unable to open database
+    file"), and moving it back makes it healthy again (metric 1)."""
     database = stack.hub.dir / "jupyterhub.sqlite"
     moved = database.with_suffix(".moved")
     detail = flip(stack, "database", lambda: database.rename(moved), lambda: moved.rename(database))
@@ -186,10 +192,14 @@ def test_the_spawners_check_finds_a_stuck_spawn(stack: Stack) -> None:
 
 
 def test_a_check_registered_in_the_config_file_runs(stack: Stack) -> None:
+    """The ``scratch_space`` check registered in the hub's config file turns unhealthy (metric 0) when its directory is
+    removed and healthy (metric 1) when it is back."""
     flip(stack, "scratch_space", stack.scratch.rmdir, stack.scratch.mkdir)
 
 
 def test_the_custom_authenticator_and_spawner_record_the_spec_metrics(stack: Stack) -> None:
+    """A good and a refused login and a spawn by ``dora`` give one login, one ``user_login`` custom event and one launch
+    of between 0 and 60 s in ``/hub/metrics``, each of the three families with one ``# TYPE`` line."""
     hub = stack.hub
     assert hub.login("dora", PASSWORD).status_code == 302
     assert hub.refused(hub.login("dora", "wrong"))
@@ -226,6 +236,8 @@ def server_tree_rss(hub: Hub, user: str) -> int:
 
 
 def test_per_server_usage_is_what_psutil_sees(stack: Stack) -> None:
+    """``dora``'s server memory in ``jupyterhub_resource_usage`` is within 10 % of the RSS psutil sums over its process
+    tree, and its CPU is between 0 and 100 times the CPU count."""
     stack.hub.wait_server("dora", ready=True)
     key = ("jupyterhub_resource_usage", (("resource_type", "memory"), ("server_name", ""), ("username", "dora")))
     deadline = time.monotonic() + 30
@@ -238,6 +250,9 @@ def test_per_server_usage_is_what_psutil_sees(stack: Stack) -> None:
 
 
 def test_a_flood_of_user_names_stays_within_the_cap(stack: Stack) -> None:
+    """Logins by twice the cap of distinct user names leave the cap plus one ``user`` values (``_other`` among them) on
+    the custom events and the cap plus one label sets on the logins, and the hub logs that ``custom_events`` has 3
+    distinct user names."""
     names = [f"flood{i}" for i in range(2 * CAP)]
     for name in names:
         assert stack.hub.login(name, PASSWORD).status_code == 302

@@ -219,6 +219,10 @@ def spawn_trace(traces: Traces, user: str) -> tuple[Span, Span]:
 
 
 def test_a_spawn_is_one_trace_from_the_request_into_the_single_user_server(traces: Traces) -> None:
+    """The spawn span, a successful child of the ``POST /hub/api/users/{user_name}/server`` server span, holds one
+    spawner start, readiness wait and route addition in that order, SQL spans including ``INSERT servers``, the
+    single-user server's startup span (same trace, under the start) and progress events from ``Server requested`` to
+    ``Server ready``."""
     request, spawn = spawn_trace(traces, USER)
     assert request.name == "POST /hub/api/users/{user_name}/server" and request.kind == "SERVER"
     assert request.attributes["http.route"] == "/hub/api/users/{user_name}/server"
@@ -268,6 +272,8 @@ def test_spawn_progress_messages_are_span_events(traces: Traces) -> None:
 
 
 def test_the_readiness_wait_is_one_span_without_client_spans(traces: Traces) -> None:
+    """The spawn's one ``jupyterhub.server.wait_up`` span counts at least one poll, has status UNSET and has no child
+    span."""
     _, spawn = spawn_trace(traces, USER)
     (wait,) = traces.kids(spawn, "jupyterhub.server.wait_up")
     assert wait.attributes["jupyterhub.server.polls"] >= 1
@@ -276,6 +282,8 @@ def test_the_readiness_wait_is_one_span_without_client_spans(traces: Traces) -> 
 
 
 def test_proxy_calls_are_client_spans_with_context_propagation(traces: Traces) -> None:
+    """The ``jupyterhub.proxy.add_route`` span has one child, a CLIENT span ``POST`` to the user's
+    ``/api/routes/user/...`` URL with status code 201."""
     _, spawn = spawn_trace(traces, USER)
     (route,) = traces.kids(spawn, "jupyterhub.proxy.add_route")
     (client,) = traces.kids(route)
@@ -286,6 +294,8 @@ def test_proxy_calls_are_client_spans_with_context_propagation(traces: Traces) -
 
 
 def test_a_failing_spawn_shows_where_it_failed(traces: Traces) -> None:
+    """A failing spawn's span has status ERROR, ``jupyterhub.status`` ``failure`` and an ``error.type``; the readiness
+    wait is its only failed descendant, under which a stop's poll reports ``stopped`` with exit status ``3``."""
     _, spawn = spawn_trace(traces, FAILING_USER)
     assert spawn.status_code == "ERROR" and spawn.attributes["jupyterhub.status"] == "failure"
     assert spawn.attributes["error.type"]
@@ -298,6 +308,8 @@ def test_a_failing_spawn_shows_where_it_failed(traces: Traces) -> None:
 
 
 def test_login_spans_carry_user_and_outcome(traces: Traces) -> None:
+    """Alice's two ``jupyterhub.login`` spans are one ``success`` and one ``failure``, each a child of
+    ``POST /hub/login``, and the successful one's request span carries her name too."""
     logins = traces.named("jupyterhub.login", **{"jupyterhub.user.name": USER})
     assert sorted(s.attributes["jupyterhub.login.status"] for s in logins) == ["failure", "success"]
     for login in logins:
@@ -308,12 +320,16 @@ def test_login_spans_carry_user_and_outcome(traces: Traces) -> None:
 
 
 def test_logout_span_carries_the_user(traces: Traces) -> None:
+    """The one ``jupyterhub.logout`` span carries the user's name and is a child of ``GET /hub/logout``."""
     logout = traces.one("jupyterhub.logout")
     assert logout.attributes["jupyterhub.user.name"] == USER
     assert traces.parent(logout).name == "GET /hub/logout"
 
 
 def test_5xx_request_spans_have_status_error_and_the_exception(traces: Traces) -> None:
+    """A login whose authenticator raises is an ERROR ``ValueError`` span under an ERROR ``POST /hub/login`` span with
+    status code 500 and a redacted exception event, and server spans are ERROR when their status code is 5xx and UNSET
+    otherwise."""
     (login,) = traces.named("jupyterhub.login", **{"jupyterhub.user.name": ECHO_USER})
     assert login.status_code == "ERROR" and login.attributes["error.type"] == "ValueError"
     request = traces.parent(login)
@@ -330,6 +346,8 @@ def test_5xx_request_spans_have_status_error_and_the_exception(traces: Traces) -
 
 
 def test_stop_and_poll_spans_carry_their_attributes(traces: Traces) -> None:
+    """Alice's successful ``jupyterhub.stop`` span is a child of the DELETE server request, carries the spawner class
+    and has route deletion, spawner stop and poll children, and her polls include a ``running`` one."""
     stop = traces.one("jupyterhub.stop", **{"jupyterhub.user.name": USER, "jupyterhub.status": "success"})
     assert traces.parent(stop).name == "DELETE /hub/api/users/{user_name}/server"
     assert stop.attributes["jupyterhub.spawner.class"] == "jupyterhub.spawner.SimpleLocalProcessSpawner"
@@ -340,6 +358,9 @@ def test_stop_and_poll_spans_carry_their_attributes(traces: Traces) -> None:
 
 
 def test_span_names_are_route_templates(traces: Traces) -> None:
+    """Server spans, from the hub and the single-user server, are named by route templates (no ``%``), an unknown path
+    is ``GET unmatched`` without ``http.route``, the excluded ``/hub/api/info`` has none, and each carries method, path
+    and status code."""
     servers = [s for s in traces.spans if s.kind == "SERVER"]
     assert servers and not [s.name for s in servers if "%" in s.name]
     assert "GET /hub/api/users/{user_name}" in {s.name for s in servers}
@@ -352,6 +373,8 @@ def test_span_names_are_route_templates(traces: Traces) -> None:
 
 
 def test_startup_is_a_trace_of_its_own(traces: Traces) -> None:
+    """``jupyterhub.startup`` is a root span with ``init_spawners`` and ``proxy.check_routes`` children, and no
+    descendant of the spawn span starts after the spawn ends."""
     startup = traces.one("jupyterhub.startup")
     assert startup.parent_span_id == ""
     names = {s.name for s in traces.kids(startup)}
@@ -363,6 +386,8 @@ def test_startup_is_a_trace_of_its_own(traces: Traces) -> None:
 
 
 def test_latency_histograms_carry_trace_exemplars(stack: Stack, traces: Traces) -> None:
+    """The exported ``jupyterhub.request.duration`` points carry exemplar trace ids, all of them traces the receiver
+    got."""
     # an export carries the exemplars of the measurements made since the previous one
     exports = stack.receiver.metrics("jupyterhub.request.duration")
     linked = {t for metric in exports for point in metric.data_points for t in point.exemplar_trace_ids}
@@ -371,6 +396,8 @@ def test_latency_histograms_carry_trace_exemplars(stack: Stack, traces: Traces) 
 
 
 def test_hub_log_lines_carry_the_trace_context(stack: Stack, traces: Traces) -> None:
+    """Among the hub's log lines carrying the spawn request's ``trace_id`` is one about
+    ``/hub/api/users/alice/server``."""
     request, _ = spawn_trace(traces, USER)
     lines = [line for line in stack.hub.log().splitlines() if f"trace_id={request.trace_id}" in line]
     assert any("/hub/api/users/alice/server" in line for line in lines), lines[:5]
@@ -380,6 +407,8 @@ def test_hub_log_lines_carry_the_trace_context(stack: Stack, traces: Traces) -> 
 
 
 def test_no_credential_reaches_the_receiver_or_a_scrape(stack: Stack, traces: Traces) -> None:
+    """No credential the drive sent appears in any OTLP body the receiver got or in either scrape, though spans show the
+    requests that carried them, with ``[redacted]`` in the token path and query."""
     bodies = stack.receiver.raw_bodies()
     assert bodies and stack.scrapes
     # the credentials were sent where the spans say they were

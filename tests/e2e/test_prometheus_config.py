@@ -38,12 +38,15 @@ def config_copy(tmp_path: Path) -> Path:
 
 
 def test_promtool_checks_the_config_and_the_rules(config_copy: Path) -> None:
+    """``promtool check config`` accepts the deployed config and finds as many rules as ``alerts.yml`` has alerts."""
     checked = promtool("check", "config", "prometheus.yml", cwd=config_copy)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in checked.stdout
 
 
 def test_every_alert_has_unit_tests_firing_and_not_firing() -> None:
+    """Every alert of ``alerts.yml`` has a unit test case expecting it to fire and one expecting it not to, and
+    ``promtool test rules`` passes them all."""
     tests = yaml.safe_load((CONFIG_DIR / "alerts.test.yml").read_text())["tests"]
     cases = [case for test in tests for case in test["alert_rule_test"]]
     for alert in ALERTS:
@@ -56,6 +59,8 @@ def test_every_alert_has_unit_tests_firing_and_not_firing() -> None:
 
 @pytest.mark.e2e
 def test_a_real_prometheus_runs_the_shipped_config_against_a_hub(config_copy: Path, tmp_path: Path) -> None:
+    """A real Prometheus on the shipped config sees the hub target up, evaluates every alert rule with health ``ok``,
+    has ``jupyterhub_total_users`` for job ``jupyterhub`` and fires no alert."""
     exporter_port = free_port()
     with Hub(
         tmp_path / "hub", otel_env("http://127.0.0.1:1", metrics="prometheus", exporter_port=exporter_port)
@@ -89,6 +94,7 @@ AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 
 
 def test_amtool_checks_the_alertmanager_config() -> None:
+    """``amtool check-config`` accepts the shipped ``alertmanager.yml``."""
     checked = subprocess.run(
         [AMTOOL, "check-config", "alertmanager.yml"], cwd=CONFIG_DIR, capture_output=True, text=True, timeout=60
     )

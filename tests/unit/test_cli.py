@@ -77,6 +77,8 @@ def check(environ: dict[str, str], *args: str, capsys) -> tuple[int, list[str]]:
 
 @pytest.mark.parametrize(("variable", "value"), BAD, ids=[f"{v}={x}" for v, x in BAD])
 def test_check_catches_every_bad_setting_in_one_line(variable: str, value: str, capsys) -> None:
+    """``jh-otel check --no-network`` exits 1 on each bad setting, printing exactly one line that names the variable and
+    the offending value."""
     environ = GOOD | {variable: value}
     code, lines = check(environ, "--no-network", capsys=capsys)
     assert code == 1
@@ -86,6 +88,8 @@ def test_check_catches_every_bad_setting_in_one_line(variable: str, value: str, 
 
 
 def test_check_passes_a_good_configuration_with_a_reachable_collector(capsys) -> None:
+    """``jh-otel check`` exits 0 on a good configuration with a listening collector, printing one ``ok`` line that names
+    both endpoints reachable."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -96,6 +100,8 @@ def test_check_passes_a_good_configuration_with_a_reachable_collector(capsys) ->
 
 
 def test_a_bare_host_and_port_is_accepted_for_grpc_only(capsys) -> None:
+    """A bare ``host:port`` endpoint passes ``check`` over gRPC (shown as ``http://host:port``) but exits 1 with a line
+    calling it invalid once traces use ``http/protobuf``."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -112,6 +118,8 @@ def test_a_bare_host_and_port_is_accepted_for_grpc_only(capsys) -> None:
 
 
 def test_check_names_each_unreachable_endpoint(capsys) -> None:
+    """``check`` exits 1 with one ``is not reachable`` line for traces and then one for metrics when the collector's
+    port refuses connections."""
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # bound, not listening: refused
@@ -126,6 +134,8 @@ def test_check_names_each_unreachable_endpoint(capsys) -> None:
 
 
 def test_metrics_prints_the_catalogue_as_markdown_and_json(capsys) -> None:
+    """``jh-otel metrics`` prints the catalogue's Markdown, and with ``--format json`` its families in order under the
+    prefix, the spawn histogram with its type, labels and first bucket."""
     catalogue = build_catalogue(parse_settings({"JUPYTERHUB_METRICS_PREFIX": "myhub"}))
     assert main(["metrics"], {"JUPYTERHUB_METRICS_PREFIX": "myhub"}) == 0
     assert capsys.readouterr().out == catalogue.markdown()
@@ -137,6 +147,8 @@ def test_metrics_prints_the_catalogue_as_markdown_and_json(capsys) -> None:
 
 
 def test_the_installed_command_and_its_exit_codes() -> None:
+    """The installed ``jh-otel`` exits 0 on ``--help``, 2 with ``invalid choice`` on an unknown command, and 0 on
+    ``demo --help``, which lists ``--exporter-port``."""
     command = Path(sys.executable).parent / "jh-otel"
     assert subprocess.run([command, "--help"], capture_output=True, timeout=60).returncode == 0
     usage = subprocess.run([command, "frobnicate"], capture_output=True, text=True, timeout=60)

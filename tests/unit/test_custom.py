@@ -48,6 +48,9 @@ def otel_names(metrics: custom.CustomMetrics) -> set[str]:
 
 
 def test_the_spec_helpers_record_the_spec_families(bound) -> None:
+    """``record_custom_event`` and ``update_custom_gauge`` record into ``jupyterhub_custom_events_total`` and
+    ``jupyterhub_custom_resource_usage`` (user ``anonymous`` or ``system`` when none is given), both also in the OTLP
+    export."""
     registry, reader = bound
     custom.record_custom_event("user_login", "alice", declarations=D)
     custom.record_custom_event("cleanup", declarations=D)
@@ -65,6 +68,8 @@ def test_the_spec_helpers_record_the_spec_families(bound) -> None:
 
 
 def test_timed_operations_sync_async_decorator_and_block(bound) -> None:
+    """``time_custom_operation`` as a sync or async decorator and as a sync or async block counts one operation each,
+    with status ``success``, ``error`` when it raises, or the status given."""
     registry, _ = bound
 
     @custom.time_custom_operation("sync_fn", declarations=D)
@@ -104,6 +109,8 @@ def test_timed_operations_sync_async_decorator_and_block(bound) -> None:
 
 
 def test_declared_instruments_land_in_both_exports(bound) -> None:
+    """A declared counter, histogram and gauge record into the Prometheus scrape and appear under their OpenTelemetry
+    names in the OTLP export."""
     registry, reader = bound
     logins = custom.counter("user_login", "Total user logins", ["username", "authenticator"], declarations=D)
     launches = custom.histogram(
@@ -147,6 +154,8 @@ def test_instruments_declared_before_the_hub_is_instrumented_are_served_after() 
 
 
 def test_a_flood_of_user_names_stays_within_the_cap(bound, caplog) -> None:
+    """Fifty user names leave three plus ``_other`` (47 events) on the custom events and four series on a declared
+    counter, with one ``distinct user names`` warning per family."""
     registry, _ = bound
     logins = custom.counter("user_login", "Total user logins", ["username"], declarations=D)
     with caplog.at_level(logging.WARNING):
@@ -165,6 +174,8 @@ def test_a_flood_of_user_names_stays_within_the_cap(bound, caplog) -> None:
     [("bad-name", [], "name 'bad-name'"), ("ok", ["le"], "label 'le'"), ("ok", ["a b"], "label 'a b'")],
 )
 def test_a_bad_declaration_logs_one_line_and_records_nothing(bound, caplog, name, labels, problem) -> None:
+    """A declaration with a bad name or label logs one single-line error naming the problem and adds nothing to the
+    scrape."""
     registry, _ = bound
     before = generate_latest(registry)
     metric = custom.counter(name, "x", labels, declarations=D)
@@ -175,6 +186,8 @@ def test_a_bad_declaration_logs_one_line_and_records_nothing(bound, caplog, name
 
 
 def test_a_name_already_served_is_refused_without_raising(bound, caplog) -> None:
+    """A declared counter whose name the catalogue already serves logs ``cannot serve``, records nothing and does not
+    raise."""
     registry, _ = bound
     clash = custom.counter("custom_events", "clashes with the catalogue", ["event_type", "user"], declarations=D)
     clash.inc(event_type="x", user="y")

@@ -80,12 +80,16 @@ RESOURCES = [
 
 @pytest.mark.parametrize("resource", RESOURCES, ids=["sdk", "schema", "empty"])
 def test_encoded_request_equals_the_exporters_own(resource: Resource) -> None:
+    """``SpanEncoder`` encodes spans of every kind, attribute type, event, link and status into a request equal to the
+    exporter's own ``encode_spans``, for each resource."""
     spans = make_spans(resource)
     ours = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
     assert ours == encode_spans(spans)
 
 
 def test_dropped_counts_and_several_resources_in_one_batch() -> None:
+    """A batch with dropped attributes and events, under two resources, encodes equal to ``encode_spans``, the first
+    time and again from the caches."""
     limits = SpanLimits(max_span_attributes=3, max_events=1, max_links=0, max_event_attributes=1)
     spans = make_spans(RESOURCES[0], limits) + make_spans(RESOURCES[1])
     assert any(s.dropped_attributes and s.dropped_events for s in spans)
@@ -95,6 +99,8 @@ def test_dropped_counts_and_several_resources_in_one_batch() -> None:
 
 
 def test_cached_attributes_keep_bools_ints_and_fields_apart() -> None:
+    """One encoder gives three different encodings for ``a=1``, ``a=True`` and ``a=1`` under another field number: its
+    cache does not mix them up."""
     encoder = SpanEncoder()
     one = b"".join(encoder.attributes(0x4A, {"a": 1}))
     true = b"".join(encoder.attributes(0x4A, {"a": True}))
@@ -121,6 +127,8 @@ def test_the_attribute_cache_is_bounded_in_bytes_whatever_the_values() -> None:
 
 
 def test_install_replaces_encode_spans_reversibly_and_falls_back() -> None:
+    """``encoding.install`` replaces the HTTP and gRPC exporters' ``encode_spans`` once (a second install does nothing)
+    with output equal to theirs, defers to theirs on an attribute it cannot encode, and its undo restores both."""
     from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_module
     from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_module
 

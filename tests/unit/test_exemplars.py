@@ -36,10 +36,14 @@ PROMETHEUS_ACCEPT = (
     ],
 )
 def test_only_an_accept_header_naming_openmetrics_gets_it(accept: str, expected: bool) -> None:
+    """``wants_openmetrics`` is true only for an Accept header naming ``application/openmetrics-text`` with a
+    well-formed nonzero ``q``: not for text, ``*/*``, an empty header, ``q=0`` or ``q=x``."""
     assert wants_openmetrics(accept) is expected
 
 
 def test_exemplar_only_inside_a_sampled_span() -> None:
+    """``current_exemplar`` is ``None`` outside any span and inside an unsampled one, and the span's hex trace and span
+    ids inside a sampled one."""
     assert current_exemplar() is None
     unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")
     with unsampled.start_as_current_span("not sampled"):
@@ -73,11 +77,14 @@ def openmetrics_lines(exemplar) -> tuple[list[str], str]:
 
 
 def test_a_histogram_bucket_carries_the_trace_id_of_its_observation() -> None:
+    """In the OpenMetrics exposition the ``le="0.25"`` bucket of an observation of 0.2 made in a sampled span carries an
+    exemplar with that span's trace id and the value 0.2."""
     (line,), trace_id = openmetrics_lines(current_exemplar)
     assert '# {span_id="' in line and f'trace_id="{trace_id}"}} 0.2' in line
 
 
 def test_no_exemplar_when_switched_off() -> None:
+    """Without an exemplar function the same bucket's line is its plain count, with no exemplar."""
     (line,), _ = openmetrics_lines(None)
     assert line == 'jupyterhub_hub_response_duration_seconds_bucket{le="0.25"} 1.0'
 
@@ -102,6 +109,8 @@ def handler_get(negotiation: OpenMetricsNegotiation, handler: FakeHandler, regis
 
 
 def test_the_handler_answers_openmetrics_to_prometheus_and_text_to_anyone_else() -> None:
+    """Prometheus's Accept header gets OpenMetrics (content type, ``# EOF``) without a call to the original generator,
+    ``*/*`` gets the original's text format, and no handler stays set after the request."""
     registry = CollectorRegistry()
     calls: list[CollectorRegistry] = []
 
@@ -122,6 +131,9 @@ def test_the_handler_answers_openmetrics_to_prometheus_and_text_to_anyone_else()
 
 
 def test_a_failing_openmetrics_exposition_falls_back_to_text(caplog) -> None:
+    """When the OpenMetrics exposition raises, the handler serves the original's text body as ``text/plain`` and logs
+    ``serving the text format``."""
+
     class Broken:
         def collect(self):
             raise RuntimeError("boom")

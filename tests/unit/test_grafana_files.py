@@ -23,11 +23,14 @@ def uids() -> dict[str, str]:
 
 
 def test_prometheus_tempo_and_jaeger_each_once() -> None:
+    """The data sources are one Prometheus, one Tempo and one Jaeger, Prometheus the only default."""
     assert sorted(uids().values()) == ["jaeger", "prometheus", "tempo"]
     assert [s["name"] for s in DATASOURCES if s.get("isDefault")] == ["Prometheus"]
 
 
 def test_every_link_between_data_sources_names_one_that_exists() -> None:
+    """Every ``datasourceUid`` in the data sources names a provisioned one, and Prometheus's one exemplar link sends
+    ``trace_id`` to Tempo."""
     links = re.findall(r"'datasourceUid': '([^']*)'", str(DATASOURCES))
     assert links and set(links) <= set(uids())
     prometheus = next(s for s in DATASOURCES if s["type"] == "prometheus")
@@ -37,6 +40,7 @@ def test_every_link_between_data_sources_names_one_that_exists() -> None:
 
 
 def test_data_source_urls_name_compose_services_and_their_ports() -> None:
+    """Each data source URL names a compose service and its port (Prometheus 9090, Tempo 3200, Jaeger 16686)."""
     ports = {"prometheus": 9090, "tempo": 3200, "jaeger": 16686}
     for source in DATASOURCES:
         host, port = re.fullmatch(r"http://([\w-]+):(\d+)", source["url"]).groups()
@@ -45,6 +49,8 @@ def test_data_source_urls_name_compose_services_and_their_ports() -> None:
 
 
 def test_the_dashboard_queries_the_provisioned_prometheus() -> None:
+    """The dashboard's data-source variable defaults to the provisioned Prometheus, and every panel's and target's data
+    source is unset or ``${datasource}`` of type ``prometheus``."""
     (variable,) = [v for v in DASHBOARD["templating"]["list"] if v["type"] == "datasource"]
     assert variable["current"]["value"] in uids() and uids()[variable["current"]["value"]] == "prometheus"
     for panel in DASHBOARD["panels"]:
@@ -53,6 +59,8 @@ def test_the_dashboard_queries_the_provisioned_prometheus() -> None:
 
 
 def test_the_dashboard_folder_is_where_compose_mounts_the_dashboards() -> None:
+    """The one dashboard provider reads the folder where compose mounts ``collector-config/grafana/dashboards``, and the
+    provisioning folder is mounted at ``/etc/grafana/provisioning``."""
     (provider,) = PROVIDERS
     mounts = [m.split(":") for m in COMPOSE["services"]["grafana"]["volumes"]]
     targets = {host: target for host, target, *_ in mounts}
@@ -61,6 +69,7 @@ def test_the_dashboard_folder_is_where_compose_mounts_the_dashboards() -> None:
 
 
 def test_panel_ids_are_unique_and_the_grid_does_not_overlap() -> None:
+    """Panel ids are unique, and every panel fits the 24 columns without sharing a grid cell with another."""
     panels = DASHBOARD["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     cells: set[tuple[int, int]] = set()
@@ -75,6 +84,7 @@ def test_panel_ids_are_unique_and_the_grid_does_not_overlap() -> None:
 
 
 def test_the_dashboard_file_is_what_the_generator_writes() -> None:
+    """``scripts/grafana_dashboard.py --check`` exits 0: the dashboard file is what the generator writes."""
     script = ROOT / "scripts" / "grafana_dashboard.py"
     checked = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stderr

@@ -57,12 +57,16 @@ async def hangs():
     ],
 )
 def test_outcomes(function, status: str, detail: str) -> None:
+    """Each outcome gives its status and detail (a falsy return ``unhealthy``, an exception or a timeout ``error`` with
+    its text), a duration under 5 s and a UTC time."""
     result = run(Check("c", function, timeout=0.2))
     assert (result.status, result.detail) == (status, detail)
     assert result.duration_seconds < 5 and result.time.endswith("+00:00")
 
 
 def test_a_sync_check_runs_off_the_event_loop() -> None:
+    """A sync check runs in a thread other than the main one, the event loop keeps ticking while it blocks, and its
+    result is ``healthy``."""
     threads = []
 
     def blocking() -> bool:
@@ -91,6 +95,8 @@ def test_a_sync_check_runs_off_the_event_loop() -> None:
 
 
 def test_state_changes_are_logged_once_and_recorded_every_time(caplog) -> None:
+    """Every run of a check is recorded, and only a change of status is logged, one line each (``unknown -> healthy``,
+    ``healthy -> unhealthy``, ...)."""
     recorded = []
     state = {"ok": True}
 
@@ -117,6 +123,8 @@ def test_state_changes_are_logged_once_and_recorded_every_time(caplog) -> None:
 
 
 def test_the_report_is_the_worst_status() -> None:
+    """The report is ``unknown`` with every check ``unknown`` until one has run, then the worst status of those that ran
+    (``healthy``, then ``unhealthy``, then ``error``), with each check's detail."""
     runner = HealthChecks(lambda n, r: None)
     for name in ("a", "b"):
         runner.add(Check(name, healthy))

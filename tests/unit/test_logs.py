@@ -36,6 +36,8 @@ def _ids(span: trace.Span) -> tuple[str, str]:
 
 
 def test_filter_inside_a_span(tracer: Tracer) -> None:
+    """Inside a span the filter passes the record and sets its ``trace_id`` (32 hex digits), ``span_id`` (16) and
+    ``trace_context`` suffix from the span's ids."""
     record = _record()
     with tracer.start_as_current_span("request") as span:
         assert TraceContextFilter().filter(record) is True
@@ -57,12 +59,14 @@ def test_filter_pads_small_ids_to_full_width() -> None:
 
 
 def test_filter_outside_a_span() -> None:
+    """Outside any span the filter passes the record with empty ``trace_id``, ``span_id`` and ``trace_context``."""
     record = _record()
     assert TraceContextFilter().filter(record) is True
     assert (record.trace_id, record.span_id, record.trace_context) == ("", "", "")
 
 
 def test_filter_in_an_invalid_span() -> None:
+    """Inside the invalid span the filter leaves ``trace_id``, ``span_id`` and ``trace_context`` empty."""
     record = _record()
     with trace.use_span(trace.INVALID_SPAN):
         TraceContextFilter().filter(record)
@@ -112,6 +116,8 @@ FORMATTERS = {
 
 @pytest.mark.parametrize("kind", list(FORMATTERS))
 def test_correlate_appends_the_ids_inside_a_span_only(kind: str, make_logger, tracer: Tracer) -> None:
+    """With a ``logging`` or tornado formatter, ``correlate`` appends the ids only to lines logged inside a span, and
+    its undo removes the filter and restores the format."""
     formatter = FORMATTERS[kind]()
     logger, handler, buffer = make_logger(formatter)
     fmt, style_fmt = formatter._fmt, formatter._style._fmt
@@ -142,6 +148,8 @@ def test_correlate_appends_the_ids_inside_a_span_only(kind: str, make_logger, tr
 
 @pytest.mark.parametrize("kind", list(FORMATTERS))
 def test_correlate_twice_appends_the_suffix_once(kind: str, make_logger, tracer: Tracer) -> None:
+    """A second ``correlate`` adds only a filter, so the format has the suffix once and a line the ids once, and undoing
+    both restores the format."""
     formatter = FORMATTERS[kind]()
     logger, _, buffer = make_logger(formatter)
     first = correlate(logger, in_format=True)
@@ -186,12 +194,15 @@ def test_correlate_a_handler_without_formatter(make_logger, tracer: Tracer) -> N
 
 
 def test_correlate_a_logger_without_handlers() -> None:
+    """``correlate`` on a logger without handlers returns an empty undo list."""
     logger = logging.getLogger("jh_otel.test_logs.no_handlers")
     assert logger.handlers == []
     assert correlate(logger, in_format=True) == []
 
 
 def test_correlate_every_handler(make_logger, tracer: Tracer) -> None:
+    """``correlate`` appends the ids to the lines of each of a logger's two handlers, and its four undos remove both
+    filters."""
     logger, first, first_buffer = make_logger(logging.Formatter("1 %(message)s"))
     second_buffer = io.StringIO()
     second = logging.StreamHandler(second_buffer)

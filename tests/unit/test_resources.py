@@ -38,6 +38,8 @@ def tree():
 
 
 def test_tree_usage_is_the_sum_over_the_server_and_its_children(tree) -> None:
+    """``tree_usage`` gives a server's RSS within 10 % of the sum over it and its child (over 100 MB) and positive CPU
+    seconds, and ``None`` for a process that does not exist."""
     parent, child = tree
     cpu, rss = tree_usage(parent)
     expected_rss = sum(psutil.Process(pid).memory_info().rss for pid in tree)
@@ -48,6 +50,8 @@ def test_tree_usage_is_the_sum_over_the_server_and_its_children(tree) -> None:
 
 
 def test_the_sampler_gives_cpu_percent_between_samples_and_memory(tree) -> None:
+    """The sampler's first CPU reading of a server is 0 and the next, a second later, the busy tree's percent (at least
+    50), with its memory over 100 MB."""
     parent, _ = tree
     instruments = SimpleNamespace()
     sampler = ResourceSampler(lambda: None, instruments, UserLabels(10), interval=1)
@@ -60,6 +64,8 @@ def test_the_sampler_gives_cpu_percent_between_samples_and_memory(tree) -> None:
 
 
 def test_users_past_the_cap_are_summed_as_other(tree) -> None:
+    """With a cap of one user name, the other users' servers are read as ``_other`` under their own server names, the
+    default server's memory being bob's (the same tree as alice's)."""
     parent, _ = tree
     sampler = ResourceSampler(lambda: None, SimpleNamespace(), UserLabels(1), interval=1)
     readings = sampler.sample([("alice", "", parent), ("bob", "", parent), ("carol", "x", parent)])

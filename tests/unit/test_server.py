@@ -116,6 +116,10 @@ def server_spans(traced):
 
 
 def test_route_template_names_stable_attributes_and_user(traced) -> None:
+    """A request under a base URL containing ``%`` gives one span named by its route template, with exactly the stable
+    HTTP attributes and the handler's user name, status UNSET, and its query token recorded as the trace's known
+    secret."""
+
     async def drive(host):
         response = await fetch(f"http://{host}{PREFIX}/api/users/bob/server?token=abcd1234&x=1")
         assert response.code == 200 and response.body == b"bob"
@@ -178,6 +182,9 @@ def test_the_headers_read_are_found_in_any_case(traced, case: str) -> None:
     [("/boom", "RuntimeError", "RuntimeError: it broke"), ("/unavailable", "HTTPError", "HTTPError: HTTP 503")],
 )
 def test_5xx_is_one_error_span_with_the_exception(traced, path: str, error_type: str, message: str) -> None:
+    """A handler raising an exception or ``HTTPError(503)`` gives one server span with status ERROR described by the
+    exception, its ``error.type``, a single ``exception`` event and the 5xx status code."""
+
     async def drive(host):
         assert (await fetch(f"http://{host}{path}")).code in (500, 503)
 
@@ -191,6 +198,8 @@ def test_5xx_is_one_error_span_with_the_exception(traced, path: str, error_type:
 
 
 def test_unmatched_requests_share_one_name(traced) -> None:
+    """Requests to paths no route matches (404) are all named ``GET unmatched`` and have no ``http.route``."""
+
     async def drive(host):
         for path in ("/nope", "/other/path"):
             assert (await fetch(f"http://{host}{path}")).code == 404
@@ -202,6 +211,9 @@ def test_unmatched_requests_share_one_name(traced) -> None:
 
 
 def test_websocket_span_ends_when_the_socket_closes(traced) -> None:
+    """A WebSocket's span is not finished while the socket is open and, once it closes, is one ``GET /ws`` span with
+    status code 101."""
+
     async def drive(host):
         connection = await tornado.websocket.websocket_connect(f"ws://{host}/ws")
         await connection.write_message("hi")
@@ -217,6 +229,8 @@ def test_websocket_span_ends_when_the_socket_closes(traced) -> None:
 
 
 def test_contrib_server_metrics_are_not_recorded(traced) -> None:
+    """With the corrections installed, requests record no ``http.server`` metric of the contrib instrumentation."""
+
     async def drive(host):
         await fetch(f"http://{host}/boom")
         await fetch(f"http://{host}{PREFIX}/api/users/bob/server")
@@ -228,6 +242,8 @@ def test_contrib_server_metrics_are_not_recorded(traced) -> None:
 
 
 def test_install_is_reversible() -> None:
+    """``ServerCorrections.install`` replaces every contrib function it lists, a second install replaces nothing, and
+    its undo puts the originals back."""
     originals = {name: getattr(contrib, name) for name in ServerCorrections._REPLACED}
     corrections = ServerCorrections(KnownSecrets())
     undo = corrections.install(contrib)
@@ -239,6 +255,8 @@ def test_install_is_reversible() -> None:
 
 
 def test_request_secrets_finds_every_credential_form() -> None:
+    """``request_secrets`` finds exactly the query ``code``, the form password, the bearer token, both cookies and the
+    token in the path."""
     from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
     headers = HTTPHeaders(

@@ -68,6 +68,8 @@ SUMMARIES = [
 
 @pytest.mark.parametrize(("statement", "expected"), SUMMARIES)
 def test_summarize(statement: str, expected: tuple[str, str, str]) -> None:
+    """``summarize`` gives a statement's operation, its first table (empty when none) and the statement with every
+    literal replaced by ``?``, comments and quoted identifiers kept."""
     assert summarize(statement) == expected
 
 
@@ -94,6 +96,7 @@ def test_span_name(statement: Any, expected: str) -> None:
 
 
 def test_span_name_is_the_vendor_for_non_string_statements() -> None:
+    """``span_name`` is the vendor given (``postgresql``, ``mysql``) for a ``None`` or non-string statement."""
     assert span_name(None, "postgresql") == "postgresql"
     assert span_name(object(), "mysql") == "mysql"
 
@@ -176,6 +179,8 @@ def test_engine_spans(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any
 
 
 def test_engine_span_without_a_table(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]) -> None:
+    """``SELECT 1`` on a traced engine gives one span named ``SELECT`` with the system, ``SELECT ?`` and the operation
+    as its only attributes."""
     engine, exporter, _ = traced
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar_one() == 1
@@ -216,6 +221,7 @@ def test_engine_error_span(
 
 
 def test_undo_removes_the_listeners(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]) -> None:
+    """After the engine's undo, neither a statement nor a failing one makes a span."""
     engine, exporter, undo = traced
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))

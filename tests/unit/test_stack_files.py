@@ -271,6 +271,8 @@ def assert_reaches(address: str, listening: dict[str, set[int]], who: str) -> st
 
 
 def test_every_collector_component_is_defined_and_used() -> None:
+    """The receivers, processors and exporters the collector defines are exactly those its pipelines use, its extensions
+    exactly those enabled, and every pipeline has receivers and exporters."""
     pipelines = COLLECTOR["service"]["pipelines"]
     for kind in PIPELINE_KINDS:
         defined = set(COLLECTOR.get(kind) or {})
@@ -285,6 +287,7 @@ def test_every_collector_component_is_defined_and_used() -> None:
 
 
 def test_every_pipeline_starts_with_memory_limiter_and_ends_with_batch() -> None:
+    """Every collector pipeline's processors start with a ``memory_limiter`` and end with a ``batch``."""
     for name, pipeline in COLLECTOR["service"]["pipelines"].items():
         processors = [component_type(p) for p in pipeline.get("processors", [])]
         assert processors[:1] == ["memory_limiter"], f"pipeline {name}: {processors}"
@@ -292,6 +295,8 @@ def test_every_pipeline_starts_with_memory_limiter_and_ends_with_batch() -> None
 
 
 def test_collector_components_ship_with_otelcol_contrib() -> None:
+    """Every collector component is of a type otelcol-contrib ships, and every pipeline is of type ``traces``,
+    ``metrics`` or ``logs``."""
     for kind, allowed in CONTRIB_COMPONENTS.items():
         for component_id in COLLECTOR.get(kind) or {}:
             assert component_type(component_id) in allowed, f"{kind} {component_id!r} is not in otelcol-contrib"
@@ -300,6 +305,8 @@ def test_collector_components_ship_with_otelcol_contrib() -> None:
 
 
 def test_tail_sampling_keeps_errors_and_slow_traces() -> None:
+    """A ``tail_sampling`` processor keeps ERROR traces (``status_code`` policy) and slow ones (``latency`` policy with
+    a positive threshold), and every traces pipeline uses one."""
     samplers = [p for p_id, p in COLLECTOR["processors"].items() if component_type(p_id) == "tail_sampling"]
     assert samplers, "no tail_sampling processor"
     policies = samplers[0]["policies"]
@@ -313,6 +320,8 @@ def test_tail_sampling_keeps_errors_and_slow_traces() -> None:
 
 
 def test_traces_are_exported_to_tempo_and_jaeger() -> None:
+    """Every traces pipeline exports to a compose service of a ``grafana`` image (Tempo) and to one of a
+    ``jaegertracing`` image."""
     for name, pipeline in COLLECTOR["service"]["pipelines"].items():
         if component_type(name) != "traces":
             continue
@@ -325,6 +334,8 @@ def test_traces_are_exported_to_tempo_and_jaeger() -> None:
 
 
 def test_collector_exporters_reach_compose_services(listening: dict[str, set[int]]) -> None:
+    """Each collector exporter with an endpoint reaches a compose service on a port it listens on, except a listening
+    ``prometheus`` exporter, which binds every address."""
     for exporter_id, exporter in COLLECTOR["exporters"].items():
         endpoint = (exporter or {}).get("endpoint")
         if endpoint is None:
@@ -339,6 +350,7 @@ def test_collector_exporters_reach_compose_services(listening: dict[str, set[int
 
 
 def test_docker_compose_accepts_the_file() -> None:
+    """``docker-compose config -q`` accepts the compose file with exit 0 and no warning."""
     executable = shutil.which("docker-compose") or "/usr/bin/docker-compose"
     if not Path(executable).exists():
         pytest.fail("docker-compose not found: .ci/install-system.sh installs Debian's docker-compose (1.29)")
@@ -351,6 +363,8 @@ def test_docker_compose_accepts_the_file() -> None:
 
 
 def test_every_published_port_is_on_loopback_and_served(listening: dict[str, set[int]]) -> None:
+    """Every published port is bound to ``127.0.0.1`` and is one its service listens on, with at least eight published
+    in all."""
     published = 0
     for name, service in SERVICES.items():
         for ip, port in published_ports(service):
@@ -361,6 +375,7 @@ def test_every_published_port_is_on_loopback_and_served(listening: dict[str, set
 
 
 def test_named_volumes_are_declared() -> None:
+    """The named volumes the services mount are exactly those the compose file declares."""
     declared = set(COMPOSE.get("volumes") or {})
     used = {source for service in SERVICES.values() for kind, source, _ in mounts(service) if kind == "volume"}
     assert used == declared, f"used {sorted(used)}, declared {sorted(declared)}"
@@ -370,6 +385,8 @@ def test_named_volumes_are_declared() -> None:
     ("service", "source", "target"), bind_mounts(), ids=[f"{s}:{src}" for s, src, _ in bind_mounts()]
 )
 def test_bind_mounted_paths_exist(service: str, source: str, target: str) -> None:
+    """Each bind-mounted host path exists inside the repository, a YAML file being a mapping and a Python file
+    compiling."""
     # collector-config/grafana/ is written separately; these cases fail until it is in the tree.
     path = (ROOT / source).resolve()
     assert path.is_relative_to(ROOT), f"{service} mounts {source}, outside the repository"
@@ -381,6 +398,8 @@ def test_bind_mounted_paths_exist(service: str, source: str, target: str) -> Non
 
 
 def test_every_config_flag_reads_a_mounted_file_of_its_kind() -> None:
+    """Each ``--config.file``-style flag of a service reads a bind-mounted file with its program's top-level key,
+    checked for the collector, Tempo, Prometheus and Alertmanager each."""
     checked = set()
     for name, service in SERVICES.items():
         binds = {target: source for kind, source, target in mounts(service) if kind == "bind"}
@@ -397,6 +416,8 @@ def test_every_config_flag_reads_a_mounted_file_of_its_kind() -> None:
 
 
 def test_alert_webhook_runs_the_mounted_script() -> None:
+    """The ``alert-webhook`` service runs a ``.py`` path that a bind mount provides from
+    ``collector-config/alert-webhook.py``."""
     service = SERVICES["alert-webhook"]
     binds = {target: source for kind, source, target in mounts(service) if kind == "bind"}
     scripts = [arg for arg in command(service) if arg.endswith(".py")]
@@ -408,6 +429,8 @@ def test_alert_webhook_runs_the_mounted_script() -> None:
 
 
 def test_prometheus_targets_are_compose_services_and_their_ports(listening: dict[str, set[int]]) -> None:
+    """Every Prometheus scrape and alerting target is a compose service on a port it listens on, the hub and the
+    collector's ``prometheus`` exporter among those scraped."""
     reached = set()
     for job in PROMETHEUS["scrape_configs"]:
         for static in job.get("static_configs", []):
@@ -442,6 +465,8 @@ def test_prometheus_scrapes_the_proxy_metrics_the_hub_turns_on(hub_config: Confi
 
 
 def test_urls_between_services_name_services_and_ports(listening: dict[str, set[int]]) -> None:
+    """The hub's OTLP endpoint reaches the collector, Tempo's remote write reaches Prometheus and Alertmanager's
+    webhooks reach ``alert-webhook``, each on a port that service listens on."""
     hub_env = environment(SERVICES["hub"])
     assert assert_reaches(hub_env["OTEL_EXPORTER_OTLP_ENDPOINT"], listening, "hub OTLP") == "otel-collector"
     for remote_write in TEMPO["metrics_generator"]["storage"]["remote_write"]:
@@ -452,6 +477,7 @@ def test_urls_between_services_name_services_and_ports(listening: dict[str, set[
 
 
 def test_services_depend_only_on_services() -> None:
+    """Every ``depends_on`` entry names another compose service, never the service itself."""
     for name, service in SERVICES.items():
         depends = service.get("depends_on") or []
         for other in depends:
@@ -514,6 +540,8 @@ def test_hub_config_makes_an_admin_password_once_for_the_owner_only(tmp_path: Pa
 
 
 def test_the_token_the_hub_writes_is_the_one_prometheus_reads() -> None:
+    """The hub config without a token file fails on the default token path, which the entrypoint also uses, and
+    Prometheus reads its ``credentials_file`` of that name from the hub's token volume, mounted read-only."""
     # the config's default path, the entrypoint's, and the volumes: hub writes, Prometheus reads
     with pytest.raises(FileNotFoundError) as missing:
         exec_hub_config(None)
@@ -535,6 +563,8 @@ def test_the_token_the_hub_writes_is_the_one_prometheus_reads() -> None:
 
 
 def test_hub_environment_is_valid_jh_otel_settings() -> None:
+    """The hub service's ``OTEL_PYTHON_JUPYTERHUB_*`` variables are all known settings, and its environment parses
+    without error, metrics exported over OTLP only and exemplars on."""
     env = environment(SERVICES["hub"])
     known = {variable.name for variable in VARIABLES}
     unknown = {key for key in env if key.startswith("OTEL_PYTHON_JUPYTERHUB_") and key not in known}
@@ -547,6 +577,8 @@ def test_hub_environment_is_valid_jh_otel_settings() -> None:
 
 
 def test_dockerfile_copies_files_that_exist_and_are_not_ignored() -> None:
+    """The Dockerfile copies ``pyproject.toml``, ``src/`` and the hub config, every path it copies exists and none is
+    excluded by ``.dockerignore``, and the hub config passes ``--allow-root``."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     ignored = {
         line.strip().rstrip("/")
@@ -630,6 +662,8 @@ NOTIFICATION = {
 
 
 def test_alert_webhook_logs_one_line_per_alert(webhook: tuple[str, io.StringIO]) -> None:
+    """The webhook logs one line per alert with its name, status, instance and summary, a newline in a summary not
+    splitting the line."""
     url, out = webhook
     assert post(f"{url}/alerts", json.dumps(NOTIFICATION).encode()) == 200
     lines = out.getvalue().splitlines()
@@ -652,6 +686,8 @@ def test_alert_webhook_logs_one_line_per_alert(webhook: tuple[str, io.StringIO])
 
 
 def test_alert_webhook_rejects_what_is_not_a_notification(webhook: tuple[str, io.StringIO]) -> None:
+    """The webhook answers 400 to a body that is not JSON or not a notification and 404 on another path, logging
+    nothing."""
     url, out = webhook
     assert post(f"{url}/alerts", b"not json") == 400
     assert post(f"{url}/alerts", b'{"status": "firing"}') == 400
@@ -660,5 +696,6 @@ def test_alert_webhook_rejects_what_is_not_a_notification(webhook: tuple[str, io
 
 
 def test_alert_webhook_listens_where_alertmanager_sends() -> None:
+    """Alertmanager's one webhook URL has the path the webhook script serves (``PATH``)."""
     [url] = [w["url"] for r in ALERTMANAGER["receivers"] for w in r.get("webhook_configs", [])]
     assert urlsplit(url).path == load_webhook().PATH
