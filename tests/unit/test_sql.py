@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -104,20 +105,34 @@ def test_span_name_is_the_vendor_for_non_string_statements() -> None:
 # --- a real engine ----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def traced() -> Iterator[tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]]:
-    """An in-memory SQLite engine traced into an in-memory span exporter; the undo runs at the end in any case."""
+@contextmanager
+def traced_engine(
+    min_duration: float = 0.0, pause: bool = False
+) -> Iterator[tuple[sqlalchemy.Engine, InMemorySpanExporter, TracerProvider, Any]]:
+    """An in-memory SQLite engine traced into an in-memory span exporter (statements of at least ``min_duration``
+    seconds; with ``pause``, its connections have a ``pause(seconds)`` function); the undo runs at the end anyway."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     engine = sqlalchemy.create_engine("sqlite://")
-    undo = trace_engine(engine, provider.get_tracer("test"))
+    if pause:
+        sqlalchemy.event.listen(
+            engine, "connect", lambda dbapi, record: dbapi.create_function("pause", 1, lambda s: time.sleep(s) or s)
+        )
+    undo = trace_engine(engine, provider.get_tracer("test"), min_duration)
     try:
-        yield engine, exporter, undo
+        yield engine, exporter, provider, undo
     finally:
         undo()
         engine.dispose()
         provider.shutdown()
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]]:
+    """A traced in-memory SQLite engine, its exporter and its undo."""
+    with traced_engine() as (engine, exporter, _, undo):
+        yield engine, exporter, undo
 
 
 def test_engine_spans(traced: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]) -> None:
@@ -292,21 +307,10 @@ def test_no_pool_listeners() -> None:
 
 @pytest.fixture
 def traced_slow() -> Iterator[tuple[sqlalchemy.Engine, InMemorySpanExporter, Any]]:
-    """A file-less SQLite engine traced with a 20 ms minimum statement duration, its connections given ``pause(s)``."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    engine = sqlalchemy.create_engine("sqlite://")
-    sqlalchemy.event.listen(
-        engine, "connect", lambda dbapi, record: dbapi.create_function("pause", 1, lambda s: time.sleep(s) or s)
-    )
-    undo = trace_engine(engine, provider.get_tracer("test"), 0.02)
-    try:
+    """A traced in-memory SQLite engine with a 20 ms minimum statement duration and ``pause(s)``, its exporter and its
+    provider."""
+    with traced_engine(0.02, pause=True) as (engine, exporter, provider, _):
         yield engine, exporter, provider
-    finally:
-        undo()
-        engine.dispose()
-        provider.shutdown()
 
 
 def test_with_a_minimum_duration_only_slow_statements_have_spans(
