@@ -13,7 +13,8 @@ the wrapper imports this module, it also:
   the contrib SQLAlchemy instrumentor declares (2.1 and later): that instrumentor would skip it anyway with an
   error line saying "nothing can be instrumented", while jh_otel traces the hub's engine itself. It marks the entry
   as its own in ``JH_OTEL_ADDED_DISABLED``: only the operator's ``sqlalchemy`` there switches jh_otel's SQL spans
-  off.
+  off. It adds nothing when the wrapper's command line sets ``--disabled_instrumentations`` (the wrapper applies
+  it after this, in place of the variable).
 
 The environment it leaves is the one the hub, and every process the hub starts, inherits. Values given as
 options on the wrapper's command line are applied after this check and are not checked here; ``jh-otel check``
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 
 from .settings import (
     JH_OTEL_ADDED_DISABLED,
@@ -83,18 +84,34 @@ def sqlalchemy_outside_contrib_range() -> bool:
     return False
 
 
-def prepare(environ: MutableMapping[str, str]) -> list[str]:
+def prepare(environ: MutableMapping[str, str], argv: Sequence[str] = ()) -> list[str]:
     """Make ``environ`` one the SDK can be configured from (:func:`jh_otel.standard.sanitize`) and quiet the
-    contrib SQLAlchemy instrumentor where it cannot apply; returns the lines to show."""
+    contrib SQLAlchemy instrumentor where it cannot apply; returns the lines to show. ``argv``: the wrapper's command
+    line, whose ``--disabled_instrumentations`` the wrapper applies after this and which then replaces the variable."""
     from .standard import sanitize, split
 
     lines = sanitize(environ)
     disabled = split(environ.get(DISABLED, ""))
-    if "sqlalchemy" not in disabled and "*" not in disabled and sqlalchemy_outside_contrib_range():
+    if (
+        "sqlalchemy" not in disabled
+        and "*" not in disabled
+        and not _disabled_option(argv)
+        and sqlalchemy_outside_contrib_range()
+    ):
         environ[DISABLED] = ",".join([*disabled, "sqlalchemy"])
         # marked as jh_otel's, so that jh_otel's own SQL spans still follow only the operator's entries
-        environ[JH_OTEL_ADDED_DISABLED] = ",".join([*split(environ.get(JH_OTEL_ADDED_DISABLED, "")), "sqlalchemy"])
+        added = split(environ.get(JH_OTEL_ADDED_DISABLED, ""))
+        environ[JH_OTEL_ADDED_DISABLED] = ",".join(dict.fromkeys([*added, "sqlalchemy"]))
     return lines
+
+
+def _disabled_option(argv: Sequence[str]) -> bool:
+    """Whether the wrapper's command line sets the disabled instrumentations (argparse takes any unambiguous prefix
+    of ``--disabled_instrumentations``, with its value after ``=`` or as the next argument)."""
+    option = "--disabled_instrumentations"
+    return any(
+        len(name) >= len("--disabled") and option.startswith(name) for name in (arg.split("=", 1)[0] for arg in argv)
+    )
 
 
 def _in_the_wrapper() -> bool:
@@ -103,7 +120,7 @@ def _in_the_wrapper() -> bool:
 
 if _in_the_wrapper():
     try:
-        for _line in prepare(os.environ):
+        for _line in prepare(os.environ, sys.argv[1:]):
             print(_line, file=sys.stderr)
     except Exception as _error:  # the wrapper must start the program whatever happens here
         print("jh_otel: could not check the OpenTelemetry settings:", type(_error).__name__, _error, file=sys.stderr)

@@ -307,10 +307,9 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
 
 
 def disabled_by_operator(name: str, environ: Mapping[str, str]) -> bool:
-    """Whether the operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names the instrumentation ``name`` (or is
-    ``*``, every one, as the wrapper reads it); an entry jh_otel added itself does not count."""
+    """Whether the operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names the instrumentation ``name``; an entry
+    jh_otel added itself does not count. ``*`` does not either: under the wrapper it keeps jh_otel from loading at
+    all, so jh_otel only sees it when the hub's config file loads it, which asks for it by name."""
     entries = {part.strip() for part in environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")}
-    if "*" in entries:
-        return True
     added = {part.strip() for part in environ.get(JH_OTEL_ADDED_DISABLED, "").split(",")}
     return name in entries and name not in added

@@ -128,7 +128,8 @@ def test_the_attribute_cache_is_bounded_in_bytes_whatever_the_values() -> None:
 
 def test_install_replaces_encode_spans_reversibly_and_falls_back() -> None:
     """``encoding.install`` replaces the HTTP and gRPC exporters' ``encode_spans`` once (a second install does nothing)
-    with output equal to theirs, defers to theirs on an attribute it cannot encode, and its undo restores both."""
+    with output equal to theirs, defers to the gRPC exporter's own on an attribute it cannot encode, and its undo
+    restores both."""
     from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_module
     from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_module
 

@@ -119,6 +119,7 @@ def traced_engine(
         sqlalchemy.event.listen(
             engine, "connect", lambda dbapi, record: dbapi.create_function("pause", 1, lambda s: time.sleep(s) or s)
         )
+        sqlalchemy.event.listen(engine, "connect", lambda dbapi, record: dbapi.create_function("boom", 1, _boom))
     undo = trace_engine(engine, provider.get_tracer("test"), min_duration)
     try:
         yield engine, exporter, provider, undo
@@ -126,6 +127,12 @@ def traced_engine(
         undo()
         engine.dispose()
         provider.shutdown()
+
+
+def _boom(value: int) -> int:
+    if value == 2:
+        raise ValueError("boom")
+    return value
 
 
 @pytest.fixture
@@ -329,9 +336,12 @@ def test_with_a_minimum_duration_only_slow_statements_have_spans(
     assert slow.name == "SELECT users"
     assert slow.kind is SpanKind.CLIENT
     assert slow.parent is not None and slow.parent.span_id == parent.get_span_context().span_id
-    assert slow.attributes["db.statement"] == "SELECT pause(?) FROM users WHERE name = ?"
-    assert slow.attributes["db.operation"] == "SELECT"
-    assert slow.attributes["db.system"] == "sqlite"
+    assert dict(slow.attributes) == {
+        "db.system": "sqlite",
+        "db.statement": "SELECT pause(?) FROM users WHERE name = ?",
+        "db.operation": "SELECT",
+        "db.sql.table": "users",
+    }
     assert slow.end_time - slow.start_time >= 50_000_000
 
 
@@ -350,3 +360,18 @@ def test_with_a_minimum_duration_a_failing_statement_still_has_its_span(
     assert span.status.status_code is StatusCode.ERROR
     assert [event.name for event in span.events] == ["exception"]
     assert span.start_time <= span.end_time
+
+
+def test_with_a_minimum_duration_an_error_after_a_fast_end_makes_no_span(
+    traced_slow: tuple[sqlalchemy.Engine, InMemorySpanExporter, Any],
+) -> None:
+    """A fast statement whose rows fail while fetched (after its end) makes no span, as an ended span ignores the
+    error."""
+    engine, exporter, _ = traced_slow
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE users (id INTEGER)"))
+        conn.execute(text("INSERT INTO users VALUES (1), (2)"))
+        result = conn.execute(text("SELECT boom(id) FROM users"))
+        with pytest.raises(sqlalchemy.exc.DBAPIError):
+            result.fetchall()
+    assert exporter.get_finished_spans() == ()

@@ -162,6 +162,22 @@ def test_the_contrib_sqlalchemy_instrumentor_is_disabled_only_where_it_cannot_ap
         assert "JH_OTEL_ADDED_DISABLED" not in environ
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--disabled_instrumentations", "requests", "jupyterhub"],
+        ["--disabled_instrumentations=requests", "jupyterhub"],
+        ["--disabled", "requests", "jupyterhub"],
+    ],
+)
+def test_the_wrappers_own_disabled_option_is_left_to_the_wrapper(argv: list[str]) -> None:
+    """When the wrapper's command line sets ``--disabled_instrumentations`` (which replaces the variable after jh_otel
+    ran), nothing is added or marked: the operator's option is the whole list."""
+    environ = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests"}
+    prepare(environ, argv)
+    assert environ == {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests"}
+
+
 def test_the_operators_own_sqlalchemy_entry_is_not_marked_as_jh_otels() -> None:
     """An operator who disabled ``sqlalchemy`` keeps that entry as theirs: nothing is added or marked."""
     environ = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy"}

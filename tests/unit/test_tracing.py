@@ -66,7 +66,7 @@ def test_an_instrumentation_is_on_only_with_traces_on_and_allowed(
     [
         ({}, True),
         ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests, sqlalchemy"}, False),
-        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}, False),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}, True),
         (
             {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests,sqlalchemy", "JH_OTEL_ADDED_DISABLED": "sqlalchemy"},
             True,
@@ -78,7 +78,8 @@ def test_sql_spans_follow_only_the_operators_disabled_instrumentations(
     monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], expected: bool
 ) -> None:
     """A hub's SQLite engine gets SQL spans unless the operator's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names
-    ``sqlalchemy`` (or is ``*``); the entry jh_otel adds itself under the wrapper does not switch them off."""
+    ``sqlalchemy``; the entry jh_otel adds itself under the wrapper does not switch them off, nor does ``*`` (which
+    only the wrapper reads: it does not load jh_otel at all)."""
     import sqlalchemy
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

@@ -29,6 +29,9 @@ _CACHE_BYTES = 1 << 20
 """About how much memory the attribute cache may hold (each entry's encoded bytes and the value they came from)
 before it starts over: bounded whatever the values' sizes (a URL can be 64 KiB long), not only by its count."""
 _ENTRY_OVERHEAD = 160  # the key tuple, the dict slot and two object headers, about
+_ENTRY_BYTES = 8192
+"""The largest entry cached (a value of about 4 KB: a SQL statement fits): a long URL is encoded each time, and never
+pushes the hub's repeated short values out."""
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
@@ -108,7 +111,7 @@ class SpanEncoder:
                 if cached is None:
                     cached = _field(tag, _key_value(key, value))
                     size = 2 * len(cached) + _ENTRY_OVERHEAD  # the bytes, and about as much for the value
-                    if size <= _CACHE_BYTES // 16:  # a huge value is encoded each time, never evicts the rest
+                    if size <= _ENTRY_BYTES:
                         if len(cache) >= _CACHE_LIMIT or self._cached_bytes + size > _CACHE_BYTES:
                             cache.clear()
                             self._cached_bytes = 0

@@ -22,19 +22,22 @@ jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.d
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.sqlalchemy import engine as contrib
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from ..compat import Expect, unmet
 from ..scrub import scrub_sql
 
+log = logging.getLogger("jh_otel")
 _ENGINE = "opentelemetry.instrumentation.sqlalchemy.engine"
 EXPECTS = (
     Expect(_ENGINE, "EngineTracer.__init__", ("self", "tracer", "engine", "connections_usage")),
@@ -106,7 +109,7 @@ class HubEngineTracer(contrib.EngineTracer):
     _remove_event_listener_params: list[Any] = []  # ours alone: removing them leaves other engine tracers be
 
     def __init__(self, tracer: Any, engine: Any, min_duration: float = 0.0) -> None:
-        self.min_duration_ns = int(min_duration * 1e9)
+        self.min_duration_ns = max(1, int(min_duration * 1e9)) if min_duration > 0 else 0
         usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections.usage")
         super().__init__(tracer, engine, usage)
         try:
@@ -132,8 +135,8 @@ class HubEngineTracer(contrib.EngineTracer):
             context._otel_span = self.start(conn, cursor, statement)
         return statement, params
 
-    def start(self, conn: Any, cursor: Any, statement: str, start_time: int | None = None) -> Any:
-        """The statement's span, started (at ``start_time``, or now)."""
+    def start(self, conn: Any, cursor: Any, statement: str, start_time: int | None = None, parent: Any = None) -> Any:
+        """The statement's span, started (at ``start_time``, or now; in ``parent``, or the current context)."""
         operation, table, clean = summarize(statement)
         attributes = dict(self._static)
         if not self._from_url:  # e.g. PostgreSQL over a socket: the contrib tracer asks the connection
@@ -146,6 +149,7 @@ class HubEngineTracer(contrib.EngineTracer):
             attributes["db.sql.table"] = table
         return self.tracer.start_span(
             _named(operation, table, self.vendor),  # span_name() from the summary above, not a second lookup
+            context=parent,
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=start_time,
@@ -167,31 +171,39 @@ class HubEngineTracer(contrib.EngineTracer):
 class PendingStatement:
     """A running statement's span before it is made: at its end if the statement took at least the tracer's
     ``min_duration_ns``, or as soon as more than its end is asked of it (an error: a failing statement always has its
-    span), in both cases with the statement's start time. Holds the statement's connection and cursor (which its
-    execution context holds anyway) only until then."""
+    span), in both cases with the statement's start time and in the context current when it started. Holds the
+    statement's connection, cursor and that context (which its execution context holds anyway) only until then. A
+    fast statement's end leaves it ended with no span: an error reported later (while fetching its rows) makes none,
+    as an ended span ignores one."""
 
-    __slots__ = ("_tracer", "_conn", "_cursor", "_statement", "_start", "_span")
+    __slots__ = ("_tracer", "_conn", "_cursor", "_statement", "_parent", "_start", "_span")
 
     def __init__(self, tracer: HubEngineTracer, conn: Any, cursor: Any, statement: str) -> None:
         self._tracer = tracer
         self._conn = conn
         self._cursor = cursor
         self._statement = statement
+        self._parent: Any = otel_context.get_current()
         self._span: Any = None
         self._start = time_ns()
 
     def _made(self) -> Any:
         if self._span is None:
-            self._span = self._tracer.start(self._conn, self._cursor, self._statement, self._start)
-            self._conn = self._cursor = None
+            try:
+                self._span = self._tracer.start(self._conn, self._cursor, self._statement, self._start, self._parent)
+            except Exception:  # the hub's statement goes on: at worst, without its span
+                log.debug("jh_otel: could not make a SQL statement's span", exc_info=True)
+                self._span = INVALID_SPAN
+            self._conn = self._cursor = self._parent = None
         return self._span
 
     def end(self, end_time: int | None = None) -> None:
         if self._span is None:
             end_time = time_ns() if end_time is None else end_time
             if end_time - self._start < self._tracer.min_duration_ns:
-                self._conn = self._cursor = None
-                return  # fast: no span
+                self._span = INVALID_SPAN  # fast: no span, now or later
+                self._conn = self._cursor = self._parent = None
+                return
         self._made().end(end_time)
 
     def is_recording(self) -> bool:
