@@ -24,10 +24,10 @@ from ..compat import Expect, unmet
 log = logging.getLogger("jh_otel")
 _DISTRIBUTIONS = ("opentelemetry-exporter-otlp-proto-common", "opentelemetry-exporter-otlp-proto-http")
 
-_CACHE_LIMIT = 8192
 _CACHE_BYTES = 1 << 20
 """About how much memory the attribute cache may hold (each entry's encoded bytes and the value they came from)
-before it starts over: bounded whatever the values' sizes (a URL can be 64 KiB long), not only by its count."""
+before it starts over: bounded whatever the values' sizes (a URL can be 64 KiB long), and so in count too (at most
+about 6,000 entries of at least 166 bytes)."""
 _ENTRY_OVERHEAD = 160  # the key tuple, the dict slot and two object headers, about
 _ENTRY_BYTES = 8192
 """The largest entry cached (a value of about 4 KB: a SQL statement fits): a long URL is encoded each time, and never
@@ -112,7 +112,7 @@ class SpanEncoder:
                     cached = _field(tag, _key_value(key, value))
                     size = 2 * len(cached) + _ENTRY_OVERHEAD  # the bytes, and about as much for the value
                     if size <= _ENTRY_BYTES:
-                        if len(cache) >= _CACHE_LIMIT or self._cached_bytes + size > _CACHE_BYTES:
+                        if self._cached_bytes + size > _CACHE_BYTES:
                             cache.clear()
                             self._cached_bytes = 0
                         cache[(tag, key, value)] = cached

@@ -47,6 +47,7 @@ EXPECTS = (
         ("self", "conn", "cursor", "statement", "params", "context", "_executemany"),
     ),
     Expect(_ENGINE, "EngineTracer._register_event_listener", ("target", "identifier", "func")),
+    Expect(_ENGINE, "_after_cur_exec", ("conn", "cursor", "statement", "params", "context", "executemany")),
     Expect(_ENGINE, "EngineTracer.remove_all_event_listeners"),
     Expect(_ENGINE, "EngineTracer._operation_name", ("self", "db_name", "statement")),
     Expect(_ENGINE, "_handle_error", ("context",)),
