@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import tornado.web
 import tornado.websocket
+import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation import tornado as contrib
 from opentelemetry.instrumentation.tornado import TornadoInstrumentor
@@ -289,6 +290,43 @@ def test_probes_are_counted_not_traced_unless_asked() -> None:
     for probe in probes:  # traced: it goes on to read the request (which a bare handler has not)
         with pytest.raises(AttributeError, match="request"):
             traced._start(tracer, probe)
+
+
+def test_a_probes_class_is_left_unwrapped_unless_probes_are_traced(traced) -> None:
+    """While probes are not traced, the contrib leaves JupyterHub's probe classes unwrapped (no ``prepare`` or
+    ``on_finish`` wrapper runs for a probe) and still wraps every other handler class."""
+    from jupyterhub.handlers.metrics import MetricsHandler
+    from jupyterhub.handlers.pages import HealthCheckHandler
+
+    class Other(tornado.web.RequestHandler):
+        def get(self):
+            self.write("ok")
+
+    tracer = TracerProvider().get_tracer("test")
+    for probe in (HealthCheckHandler, MetricsHandler):
+        before = {name: probe.__dict__.get(name) for name in ("prepare", "on_finish", "log_exception")}
+        assert contrib.patch_handler_class(tracer, None, probe) is False
+        assert {name: probe.__dict__.get(name) for name in before} == before
+        assert not isinstance(probe.prepare, wrapt.FunctionWrapper) and not hasattr(probe, "_otel_patched_key")
+    assert contrib.patch_handler_class(tracer, None, Other) is True
+    try:
+        assert isinstance(Other.__dict__["prepare"], wrapt.FunctionWrapper)
+    finally:
+        contrib.unpatch_handler_class(Other)
+
+
+def test_the_contribs_class_patching_is_replaced_only_while_probes_are_untraced() -> None:
+    """Default corrections replace the contrib's ``patch_handler_class`` and their undo restores it; with
+    ``trace_probes`` it stays the contrib's own."""
+    original = contrib.patch_handler_class
+    for trace_probes, replaced in ((False, True), (True, False)):
+        undo = ServerCorrections(KnownSecrets(), trace_probes=trace_probes).install(contrib)
+        try:
+            assert (contrib.patch_handler_class is not original) is replaced
+        finally:
+            for restore in undo:
+                restore()
+        assert contrib.patch_handler_class is original
 
 
 def test_a_request_hook_given_in_code_gets_a_non_recording_span_for_an_untraced_probe(traced) -> None:

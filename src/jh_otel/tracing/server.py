@@ -195,6 +195,9 @@ class ServerCorrections:
         Expect(_MODULE, "response_propagation_setter"),
     )
     """The contrib functions replaced and the names they use, as in contrib 0.61b0 and later."""
+    PROBE_CLASSES = Expect(_MODULE, "patch_handler_class", ("tracer", "server_histograms", "cls"))
+    """Replaced while probes are not traced (checked on its own: a mismatch keeps the probes' wrappers, which then
+    do nothing but cost a few microseconds a probe)."""
 
     def install(self, module: Any) -> list[Any] | None:
         """Replace the contrib functions in ``module``; returns the undo callables, or None (after one warning) when
@@ -212,7 +215,12 @@ class ServerCorrections:
         self.propagated_headers = frozenset(header_case(f) for f in self.propagated_fields)
         self.watched_headers = self.propagated_headers | CREDENTIAL_HEADERS | {"User-Agent"}
         self.capture_request_headers = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
-        for name in self._REPLACED:
+        replaced = list(self._REPLACED)
+        if not self.trace_probes:
+            probes = Expect(module.__name__, self.PROBE_CLASSES.qualname, self.PROBE_CLASSES.parameters)
+            if not unmet("unwrapped probes (tornado)", [probes], ("opentelemetry-instrumentation-tornado",)):
+                replaced.append("patch_handler_class")
+        for name in replaced:
             self._original[name] = getattr(module, name)
             setattr(module, name, getattr(self, name))
 
@@ -247,6 +255,14 @@ class ServerCorrections:
             self._finish(tracer, handler, error)
         except Exception:
             log.debug("jh_otel: could not end a request span", exc_info=True)
+
+    def patch_handler_class(self, tracer: Any, server_histograms: Any, cls: type, *args: Any, **kwargs: Any) -> bool:
+        """The contrib wraps each handler class's ``prepare``, ``on_finish`` and ``log_exception`` the first time it
+        is instantiated; a probe's class, which makes no span, is left as it is (the wrappers would only find that
+        out, a few microseconds a probe). Installed only while probes are not traced."""
+        if self._is_probe(cls):
+            return False
+        return self._original["patch_handler_class"](tracer, server_histograms, cls, *args, **kwargs)
 
     def _is_probe(self, cls: type) -> bool:
         probe = self._probes.get(cls)
