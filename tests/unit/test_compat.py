@@ -102,6 +102,26 @@ def test_tornado_corrections_are_left_out_when_a_replaced_function_changed(
     assert "leaving out request spans (tornado)" in message and "opentelemetry-instrumentation-tornado 0." in message
 
 
+@pytest.mark.parametrize("expect", ServerCorrections.PROBE_CLASSES, ids=lambda e: e.qualname)
+def test_a_changed_class_patching_keeps_the_probes_wrapped_and_the_request_spans(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, expect: Expect
+) -> None:
+    """The contrib's ``patch_handler_class`` (or its patched-class marker) changed: the request-span corrections
+    still install, the contrib's function is left as it is, and one warning names the unwrapped probes."""
+    _break(monkeypatch, expect)
+    shipped = getattr(contrib_tornado, "patch_handler_class", None)
+    with caplog.at_level(logging.WARNING, logger="jh_otel"):
+        undo = ServerCorrections(KnownSecrets()).install(contrib_tornado)
+    try:
+        assert undo and getattr(contrib_tornado, "patch_handler_class", None) is shipped
+        assert contrib_tornado._start_span.__self__.__class__ is ServerCorrections
+    finally:
+        for restore in undo or ():
+            restore()
+    (message,) = _warnings(caplog)
+    assert "leaving out unwrapped probes (tornado)" in message
+
+
 def test_without_the_corrections_tornado_is_not_instrumented_and_the_rest_installs(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -311,6 +311,9 @@ def test_a_probes_class_is_left_unwrapped_unless_probes_are_traced(traced) -> No
     assert contrib.patch_handler_class(tracer, None, Other) is True
     try:
         assert isinstance(Other.__dict__["prepare"], wrapt.FunctionWrapper)
+        wrapped = Other.__dict__["prepare"]
+        assert contrib.patch_handler_class(tracer, None, Other) is False  # once per class, as the contrib does
+        assert Other.__dict__["prepare"] is wrapped
     finally:
         contrib.unpatch_handler_class(Other)
 

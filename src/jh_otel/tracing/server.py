@@ -177,6 +177,7 @@ class ServerCorrections:
         self.trace_probes = trace_probes
         self._probes: dict[type, bool] = {}
         self._original: dict[str, Any] = {}
+        self._patched_key = ""
         self.trace_context: Any = None
         self.untraced: Any = None
         self.response_setter: Any = None
@@ -195,7 +196,10 @@ class ServerCorrections:
         Expect(_MODULE, "response_propagation_setter"),
     )
     """The contrib functions replaced and the names they use, as in contrib 0.61b0 and later."""
-    PROBE_CLASSES = Expect(_MODULE, "patch_handler_class", ("tracer", "server_histograms", "cls"))
+    PROBE_CLASSES = (
+        Expect(_MODULE, "patch_handler_class", ("tracer", "server_histograms", "cls")),
+        Expect(_MODULE, "_OTEL_PATCHED_KEY"),
+    )
     """Replaced while probes are not traced (checked on its own: a mismatch keeps the probes' wrappers, which then
     do nothing but cost a few microseconds a probe)."""
 
@@ -217,8 +221,9 @@ class ServerCorrections:
         self.capture_request_headers = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
         replaced = list(self._REPLACED)
         if not self.trace_probes:
-            probes = Expect(module.__name__, self.PROBE_CLASSES.qualname, self.PROBE_CLASSES.parameters)
-            if not unmet("unwrapped probes (tornado)", [probes], ("opentelemetry-instrumentation-tornado",)):
+            probes = [Expect(module.__name__, e.qualname, e.parameters) for e in self.PROBE_CLASSES]
+            if not unmet("unwrapped probes (tornado)", probes, ("opentelemetry-instrumentation-tornado",)):
+                self._patched_key = module._OTEL_PATCHED_KEY
                 replaced.append("patch_handler_class")
         for name in replaced:
             self._original[name] = getattr(module, name)
@@ -259,8 +264,9 @@ class ServerCorrections:
     def patch_handler_class(self, tracer: Any, server_histograms: Any, cls: type, *args: Any, **kwargs: Any) -> bool:
         """The contrib wraps each handler class's ``prepare``, ``on_finish`` and ``log_exception`` the first time it
         is instantiated; a probe's class, which makes no span, is left as it is (the wrappers would only find that
-        out, a few microseconds a probe). Installed only while probes are not traced."""
-        if self._is_probe(cls):
+        out, a few microseconds a probe). Installed only while probes are not traced. Called for every request: a
+        class the contrib patched already is answered first, as the contrib's own function does."""
+        if getattr(cls, self._patched_key, False) or self._is_probe(cls):
             return False
         return self._original["patch_handler_class"](tracer, server_histograms, cls, *args, **kwargs)
 
