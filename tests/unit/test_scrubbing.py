@@ -89,6 +89,28 @@ def test_known_secrets_of_an_unknown_trace_are_empty() -> None:
     assert known.get(1) == ("abcdef",)
 
 
+def test_known_secrets_keep_each_set_of_values_once_until_its_last_trace_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traces that carry equal secrets (a user's cookies, each request with its own copies) share one kept tuple;
+    it goes when the last trace holding it is evicted (capacity, TTL or a second add), and nothing else is kept."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    known = KnownSecrets(capacity=3, ttl=10.0)
+    cookie = "cookie-" + "x" * 40
+    known.add(1, [cookie[:7] + cookie[7:], "session-id"])
+    known.add(2, ["".join(cookie), "session-id"])
+    assert known.get(1) is known.get(2) == (cookie, "session-id")
+    assert known.get(1)[0] is known.get(2)[0] and len(known._shared) == 1
+    known.add(3, ["other-token"])
+    known.add(4, ["other-token"])  # capacity 3: trace 1 goes, trace 2 still holds the cookies
+    assert known.get(1) == () and known.get(2) == (cookie, "session-id") and len(known._shared) == 2
+    known.add(2, ["more-secret"])  # a second add: trace 2 holds a new set, the old one has no holder left
+    assert known.get(2) == (cookie, "more-secret", "session-id")
+    assert sorted(known._shared) == sorted([("other-token",), (cookie, "more-secret", "session-id")])
+    clock[0] += 11  # every trace past its TTL: the next add drops them all, and their sets with them
+    known.add(5, ["fresh-token"])
+    assert len(known) == 1 and list(known._shared) == [("fresh-token",)]
+
+
 def test_known_secrets_are_replaced_longest_first() -> None:
     """A secret that contains a shorter one is redacted whole, not left with a tail."""
     known = KnownSecrets()
