@@ -106,6 +106,9 @@ def test_known_secrets_keep_each_set_of_values_once_until_its_last_trace_goes(mo
     known.add(2, ["more-secret"])  # a second add: trace 2 holds a new set, the old one has no holder left
     assert known.get(2) == (cookie, "more-secret", "session-id")
     assert sorted(known._shared) == sorted([("other-token",), (cookie, "more-secret", "session-id")])
+    known.add(3, ["other-token"])  # re-adds of the set a trace holds already: still one set, held by the two
+    known.add(4, ["other-token"])
+    assert known._shared[("other-token",)][1] == 2 and len(known._shared) == 2
     clock[0] += 11  # every trace past its TTL: the next add drops them all, and their sets with them
     known.add(5, ["fresh-token"])
     assert len(known) == 1 and list(known._shared) == [("fresh-token",)]

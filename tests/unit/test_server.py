@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -292,7 +293,7 @@ def test_probes_are_counted_not_traced_unless_asked() -> None:
             traced._start(tracer, probe)
 
 
-def test_a_probes_class_is_left_unwrapped_unless_probes_are_traced(traced) -> None:
+def test_a_probes_class_is_left_unwrapped_while_probes_are_untraced(traced) -> None:
     """While probes are not traced, the contrib leaves JupyterHub's probe classes unwrapped (no ``prepare`` or
     ``on_finish`` wrapper runs for a probe) and still wraps every other handler class."""
     from jupyterhub.handlers.metrics import MetricsHandler
@@ -307,7 +308,9 @@ def test_a_probes_class_is_left_unwrapped_unless_probes_are_traced(traced) -> No
         before = {name: probe.__dict__.get(name) for name in ("prepare", "on_finish", "log_exception")}
         assert contrib.patch_handler_class(tracer, None, probe) is False
         assert {name: probe.__dict__.get(name) for name in before} == before
-        assert not isinstance(probe.prepare, wrapt.FunctionWrapper) and not hasattr(probe, "_otel_patched_key")
+        for name in before:  # on the class and every base: no wrapt proxy anywhere
+            assert not isinstance(inspect.getattr_static(probe, name), wrapt.ObjectProxy)
+        assert not hasattr(probe, "_otel_patched_key")
     assert contrib.patch_handler_class(tracer, None, Other) is True
     try:
         assert isinstance(Other.__dict__["prepare"], wrapt.FunctionWrapper)
@@ -316,6 +319,29 @@ def test_a_probes_class_is_left_unwrapped_unless_probes_are_traced(traced) -> No
         assert Other.__dict__["prepare"] is wrapped
     finally:
         contrib.unpatch_handler_class(Other)
+
+
+def test_a_subclass_of_a_patched_class_is_answered_as_the_contrib_answers_it(traced) -> None:
+    """The replaced ``patch_handler_class`` answers an already-patched class itself: exactly as the contrib's own
+    function does (its marker is inherited, so a subclass of a patched class is not patched again), which this pins
+    for the installed contrib."""
+
+    class Parent(tornado.web.RequestHandler):
+        def get(self):
+            self.write("ok")
+
+    class Child(Parent):
+        pass
+
+    tracer = TracerProvider().get_tracer("test")
+    shipped = contrib.patch_handler_class.__self__._original["patch_handler_class"]
+    assert contrib.patch_handler_class(tracer, None, Parent) is True
+    try:
+        assert contrib.patch_handler_class(tracer, None, Child) is False
+        assert shipped(tracer, None, Child) is False  # the contrib's own answer, the same
+        assert "prepare" not in Child.__dict__
+    finally:
+        contrib.unpatch_handler_class(Parent)
 
 
 def test_the_contribs_class_patching_is_replaced_only_while_probes_are_untraced() -> None:
@@ -333,8 +359,9 @@ def test_the_contribs_class_patching_is_replaced_only_while_probes_are_untraced(
 
 
 def test_a_request_hook_given_in_code_gets_a_non_recording_span_for_an_untraced_probe(traced) -> None:
-    """The contrib ``_prepare`` calls a ``server_request_hook`` with ``ctx.span``: for a probe that is the invalid,
-    non-recording span (no AttributeError into the request), no context is left on the handler, and none is
+    """Where the contrib did wrap a probe's class (served before jh_otel installed, or a contrib whose
+    ``patch_handler_class`` jh_otel leaves), its ``_prepare`` calls a ``server_request_hook`` with ``ctx.span``: for a
+    probe that is the invalid, non-recording span (no AttributeError into the request), no context is left on the handler, and none is
     exported."""
     from jupyterhub.handlers.pages import HealthCheckHandler
 

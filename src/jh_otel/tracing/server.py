@@ -268,7 +268,8 @@ class ServerCorrections:
         class the contrib patched already is answered first, as the contrib's own function does."""
         if getattr(cls, self._patched_key, False) or self._is_probe(cls):
             return False
-        return self._original["patch_handler_class"](tracer, server_histograms, cls, *args, **kwargs)
+        patch = self._original.get("patch_handler_class")
+        return patch(tracer, server_histograms, cls, *args, **kwargs) if patch is not None else False
 
     def _is_probe(self, cls: type) -> bool:
         probe = self._probes.get(cls)
