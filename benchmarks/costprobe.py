@@ -39,6 +39,7 @@ TIMED: tuple[tuple[str, str, str], ...] = (
     ("opentelemetry.sdk._shared_internal", "BatchProcessor.emit", "  batch processor emit (inside end)"),
     ("jh_otel.tracing.sql", "HubEngineTracer._before_cur_exec", "SQL statement: before (span start)"),
     ("opentelemetry.instrumentation.sqlalchemy.engine", "_after_cur_exec", "SQL statement: after (span end)"),
+    ("jh_otel.tracing.sql", "SpanBatch._step_over", "SQL spans made at the end of a loop step"),
     ("jh_otel.hooks.requests", "RequestRecorder._record", "request metrics (catalogue records)"),
     ("jh_otel.instruments", "Recorder.record", "  one catalogue record (inside request metrics)"),
 )
@@ -115,6 +116,9 @@ class Probe:
 def _like(wrapper: Callable[..., Any], original: Any) -> Any:
     wrapper.__name__ = getattr(original, "__name__", "timed")
     wrapper.__qualname__ = getattr(original, "__qualname__", "timed")
+    # the original's signature for inspect.signature: jh_otel checks the contrib functions it relies on at install
+    # (a timed _after_cur_exec without it left the hub without SQL spans)
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
     return wrapper
 
 
