@@ -645,6 +645,8 @@ MICRO_NAMES = {
     ),
     "test_log_line": "an access-log line through the hub's handler, default log correlation, in a sampled span",
     "test_sql_checkout": "a pool checkout, one `SELECT` and the checkin on a traced SQLite file (`trace_engine`)",
+    "test_sql_step": "per statement: ten `SELECT`s in one event-loop step on a traced SQLite file, the step over "
+    "(jh_otel makes a step's SQL spans at its end)",
     "test_encode": "encode (`SpanEncoder.encode`), per span of a 512-span hub batch",
     "test_encode_sdk": "reference: the OTLP exporters' `encode_spans`, per span of the same batch",
     "test_scrub[clean-request]": "scrub (`scrub_span`) of a clean request span",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -375,3 +376,122 @@ def test_with_a_minimum_duration_an_error_after_a_fast_end_makes_no_span(
         with pytest.raises(sqlalchemy.exc.DBAPIError):
             result.fetchall()
     assert exporter.get_finished_spans() == ()
+
+
+# --- in an event loop: a step's statements, their spans made when the step is over ------------------------------------
+
+
+def test_in_an_event_loop_a_steps_statements_get_their_spans_when_the_step_ends() -> None:
+    """Inside a running event loop, the spans of the statements one loop step ran are made when that step is over:
+    none during the step, then each with its own statement's start and end, the child of the span current when it
+    ran, in the order the statements ran."""
+    with traced_engine(pause=True) as (engine, exporter, provider, _):
+
+        async def step() -> tuple[Any, list[str], list[tuple[int, int]]]:
+            times = []
+            with provider.get_tracer("test").start_as_current_span("request") as parent:
+                with engine.connect() as conn:
+                    statements = (
+                        "CREATE TABLE users (id INTEGER)",
+                        "INSERT INTO users VALUES (1)",
+                        "SELECT pause(0.02) FROM users",
+                    )
+                    for statement in statements:
+                        before = time.time_ns()
+                        conn.execute(text(statement))
+                        times.append((before, time.time_ns()))
+            during = [span.name for span in exporter.get_finished_spans()]
+            await asyncio.sleep(0)
+            return parent, during, times
+
+        parent, during, times = asyncio.run(step())
+    assert during == ["request"]
+    request, *statements, select = exporter.get_finished_spans()
+    assert [span.name for span in (*statements, select)] == ["CREATE users", "INSERT users", "SELECT users"]
+    for span, (before, after) in zip((*statements, select), times, strict=True):
+        assert span.parent is not None and span.parent.span_id == parent.get_span_context().span_id
+        assert span.context.trace_id == parent.get_span_context().trace_id
+        assert before <= span.start_time <= span.end_time <= after
+    assert select.end_time - select.start_time >= 20_000_000
+    assert select.attributes["db.statement"] == "SELECT pause(?) FROM users"
+
+
+def test_in_an_event_loop_an_error_after_a_statements_end_leaves_its_span_as_it_ended() -> None:
+    """A statement whose rows fail while fetched, after its end and in the same loop step, has the span it ended
+    with (status UNSET, no event, ending when the statement did), as when its span was made at once: an ended span
+    ignores a later error."""
+    with traced_engine(pause=True) as (engine, exporter, _, _):
+
+        async def step() -> tuple[int, int]:
+            with engine.connect() as conn:
+                conn.execute(text("CREATE TABLE users (id INTEGER)"))
+                conn.execute(text("INSERT INTO users VALUES (1), (2)"))
+                before = time.time_ns()
+                result = conn.execute(text("SELECT boom(id) FROM users"))
+                executed = time.time_ns()
+                with pytest.raises(sqlalchemy.exc.DBAPIError):
+                    result.fetchall()
+            await asyncio.sleep(0)
+            return before, executed
+
+        before, executed = asyncio.run(step())
+    *_, span = exporter.get_finished_spans()
+    assert span.name == "SELECT users"
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.events == ()
+    assert before <= span.start_time <= span.end_time <= executed
+
+
+def test_in_an_event_loop_a_failing_statement_has_its_error_span() -> None:
+    """A statement that fails in a loop step gets its span at once, status ERROR with the exception event."""
+    with traced_engine() as (engine, exporter, _, _):
+
+        async def step() -> list[str]:
+            with engine.connect() as conn:
+                with pytest.raises(OperationalError):
+                    conn.execute(text("SELECT name FROM missing WHERE name = 'alice'"))
+            return [span.name for span in exporter.get_finished_spans()]
+
+        assert asyncio.run(step()) == ["SELECT missing"]
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
+
+
+def test_the_undo_makes_the_spans_of_statements_still_waiting_for_their_step_to_end() -> None:
+    """Tracing removed in the middle of a loop step (the hub's shutdown) first makes the spans of the statements
+    that step ran, so that they reach the exporters before these shut down."""
+    with traced_engine() as (engine, exporter, _, undo):
+
+        async def step() -> list[str]:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            undo()
+            return [span.name for span in exporter.get_finished_spans()]
+
+        assert asyncio.run(step()) == ["SELECT"]
+    assert len(exporter.get_finished_spans()) == 1
+
+
+def test_statements_of_a_loop_stopped_before_its_step_ended_still_get_their_spans() -> None:
+    """A loop stopped in the step a statement ran in never ends that step: the statement's span is made when the
+    next statement of the thread, in another loop, finds it waiting, not lost."""
+    with traced_engine() as (engine, exporter, _, _):
+        loop = asyncio.new_event_loop()
+
+        def stopping_step() -> None:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            loop.stop()
+
+        loop.call_soon(stopping_step)
+        loop.run_forever()
+        loop.close()
+        assert exporter.get_finished_spans() == ()  # waiting for a step end that never came
+
+        async def next_step() -> None:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 2"))
+
+        asyncio.run(next_step())
+    assert [span.name for span in exporter.get_finished_spans()] == ["SELECT", "SELECT"]

@@ -17,13 +17,20 @@ jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.d
 - with ``OTEL_PYTHON_JUPYTERHUB_SQL_SPAN_MIN_DURATION`` above 0, a statement gets its span only when it took at
   least that long, or failed (:class:`PendingStatement`): the span is then made through the SDK's own
   ``Tracer.start_span`` with the statement's start time, the same span as without the setting. SQL spans are most of
-  a hub's spans (about 11 of 13 a request in the benchmarks' mix) and most of what tracing costs it there.
+  a hub's spans (about 11 of 13 a request in the benchmarks' mix) and most of what tracing costs it there;
+- in an event loop (the hub's), the spans of the statements one loop step ran are made together when that step is
+  over (:class:`SpanBatch`), each with its statement's own start and end time and in the context current when the
+  statement started, through the SDK's own ``Tracer.start_span`` as any other span: the same spans, made in one
+  go rather than one at a time between the hub's own code. A failing statement's span is made at once; outside a
+  running loop each span is made at the statement's end; removing the tracing makes the spans still waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from functools import lru_cache
 from time import time_ns
 from typing import Any
@@ -120,6 +127,7 @@ class HubEngineTracer(contrib.EngineTracer):
             )
             self._from_url = found or self.vendor == "sqlite"  # a file: its name is the URL's database
             self._static = {**attributes, "db.system": self.vendor}
+            self.batch = SpanBatch()
         except Exception:
             # listeners without this state would fail every statement: none or all
             self.remove_all_event_listeners()
@@ -130,20 +138,26 @@ class HubEngineTracer(contrib.EngineTracer):
         cost (which also reads the database name from the connection and sets each attribute separately)."""
         if not isinstance(statement, str) or not is_instrumentation_enabled():
             return super()._before_cur_exec(conn, cursor, statement, params, context, many)
-        if self.min_duration_ns:
-            context._otel_span = PendingStatement(self, conn, cursor, statement)
-        else:
-            context._otel_span = self.start(conn, cursor, statement)
+        context._otel_span = PendingStatement(self, self.base_attributes(conn, cursor), statement)
         return statement, params
 
-    def start(self, conn: Any, cursor: Any, statement: str, start_time: int | None = None, parent: Any = None) -> Any:
+    def base_attributes(self, conn: Any, cursor: Any) -> dict[str, Any]:
+        """What the engine's URL (or, e.g. for PostgreSQL over a socket, the connection) says about the database."""
+        if self._from_url:
+            return self._static
+        return contrib._get_attributes_from_cursor_or_conn(
+            self.vendor,
+            conn,
+            cursor,
+            dict(self._static),
+            self._sem_conv_opt_in_mode_db,
+            self._sem_conv_opt_in_mode_http,
+        )
+
+    def start(self, base: dict[str, Any], statement: str, start_time: int | None = None, parent: Any = None) -> Any:
         """The statement's span, started (at ``start_time``, or now; in ``parent``, or the current context)."""
         operation, table, clean = summarize(statement)
-        attributes = dict(self._static)
-        if not self._from_url:  # e.g. PostgreSQL over a socket: the contrib tracer asks the connection
-            attributes = contrib._get_attributes_from_cursor_or_conn(
-                self.vendor, conn, cursor, attributes, self._sem_conv_opt_in_mode_db, self._sem_conv_opt_in_mode_http
-            )
+        attributes = dict(base)
         attributes["db.statement"] = clean
         attributes["db.operation"] = operation
         if table:
@@ -169,55 +183,110 @@ class HubEngineTracer(contrib.EngineTracer):
         return span_name(statement, self.vendor)
 
 
+class SpanBatch:
+    """Statements that ended in one step of an event loop: their spans are made together when the step is over."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()  # this thread's (loop, statements) of the step under way
+
+    def add(self, statement: PendingStatement) -> bool:
+        """Keep ``statement`` for the end of this thread's running loop step; False without a running loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        batch: tuple[Any, list[PendingStatement]] | None = getattr(self._local, "batch", None)
+        if batch is None or batch[0] is not loop:
+            if batch is not None:  # a loop that stopped before the end of its step: not to be waited for
+                self._finish(batch[1])
+            batch = self._local.batch = (loop, [])
+            loop.call_soon(self._step_over, batch)
+        batch[1].append(statement)
+        return True
+
+    def _step_over(self, batch: tuple[Any, list[PendingStatement]]) -> None:
+        if getattr(self._local, "batch", None) is batch:
+            self._local.batch = None
+        self._finish(batch[1])
+
+    def flush(self) -> None:
+        """Make the spans of this thread's statements still waiting for their step to end."""
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            self._step_over(batch)
+
+    @staticmethod
+    def _finish(statements: list[PendingStatement]) -> None:
+        waiting = statements.copy()
+        statements.clear()  # each statement's span is made once, whoever finishes first
+        for statement in waiting:
+            statement.finish()
+
+
 class PendingStatement:
-    """A running statement's span before it is made: at its end if the statement took at least the tracer's
-    ``min_duration_ns``, or as soon as more than its end is asked of it (an error: a failing statement always has its
-    span), in both cases with the statement's start time and in the context current when it started. Holds the
-    statement's connection, cursor and that context (which its execution context holds anyway) only until then. A
-    fast statement's end leaves it ended with no span: an error reported later (while fetching its rows) makes none,
-    as an ended span ignores one."""
+    """A running statement's span before it is made: at the end of the loop step the statement ended in (or at its
+    end, outside a running loop) if it took at least the tracer's ``min_duration_ns``, or as soon as more than its end
+    is asked of it (an error: a failing statement always has its span), in every case with the statement's own start
+    time and in the context current when it started. Holds that context and what the connection says about the
+    database only until then, never the connection itself. Once the statement ended, an error reported later (while
+    fetching its rows) changes nothing, as an ended span ignores one: a fast statement has no span, a statement
+    waiting for its step to end gets the span it ended with."""
 
-    __slots__ = ("_tracer", "_conn", "_cursor", "_statement", "_parent", "_start", "_span")
+    __slots__ = ("_tracer", "_base", "_statement", "_parent", "_start", "_end", "_span")
 
-    def __init__(self, tracer: HubEngineTracer, conn: Any, cursor: Any, statement: str) -> None:
+    def __init__(self, tracer: HubEngineTracer, base: dict[str, Any], statement: str) -> None:
         self._tracer = tracer
-        self._conn = conn
-        self._cursor = cursor
+        self._base: dict[str, Any] | None = base
         self._statement = statement
         self._parent: Any = otel_context.get_current()
         self._span: Any = None
+        self._end: int | None = None
         self._start = time_ns()
 
     def _made(self) -> Any:
         if self._span is None:
             try:
-                self._span = self._tracer.start(self._conn, self._cursor, self._statement, self._start, self._parent)
+                self._span = self._tracer.start(self._base or {}, self._statement, self._start, self._parent)
             except Exception:  # the hub's statement goes on: at worst, without its span
                 log.debug("jh_otel: could not make a SQL statement's span", exc_info=True)
                 self._span = INVALID_SPAN
-            self._conn = self._cursor = self._parent = None
+            self._base = self._parent = None
         return self._span
 
     def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return  # ended already: a second end (the error handler's, after the statement's) does nothing
+        end_time = self._end = time_ns() if end_time is None else end_time
         if self._span is None:
-            end_time = time_ns() if end_time is None else end_time
             if end_time - self._start < self._tracer.min_duration_ns:
                 self._span = INVALID_SPAN  # fast: no span, now or later
-                self._conn = self._cursor = self._parent = None
+                self._base = self._parent = None
+                return
+            if self._tracer.batch.add(self):
                 return
         self._made().end(end_time)
 
+    def finish(self) -> None:
+        try:
+            self._made().end(self._end)
+        except Exception:
+            log.debug("jh_otel: could not end a SQL statement's span", exc_info=True)
+
+    def _live(self) -> Any:
+        """The span to annotate: made now if need be, but none once the statement ended (an ended span ignores it)."""
+        return INVALID_SPAN if self._span is None and self._end is not None else self._made()
+
     def is_recording(self) -> bool:
-        return bool(self._made().is_recording())
+        return bool(self._live().is_recording())
 
     def set_attribute(self, key: str, value: Any) -> None:
-        self._made().set_attribute(key, value)
+        self._live().set_attribute(key, value)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
-        self._made().add_event(name, attributes, timestamp)
+        self._live().add_event(name, attributes, timestamp)
 
     def set_status(self, status: Any, description: str | None = None) -> None:
-        self._made().set_status(status, description)
+        self._live().set_status(status, description)
 
 
 def trace_engine(engine: Any, tracer: Any, min_duration: float = 0.0) -> Any:
@@ -232,5 +301,10 @@ def trace_engine(engine: Any, tracer: Any, min_duration: float = 0.0) -> Any:
     contrib_instrumentor = SQLAlchemyInstrumentor()
     if contrib_instrumentor.is_instrumented_by_opentelemetry:
         contrib_instrumentor.uninstrument()
-    HubEngineTracer(tracer, engine, min_duration)
-    return HubEngineTracer.remove_all_event_listeners
+    hub_tracer = HubEngineTracer(tracer, engine, min_duration)
+
+    def undo() -> None:
+        hub_tracer.batch.flush()  # statements of the step that stops the hub: spans made before the exporters go
+        HubEngineTracer.remove_all_event_listeners()
+
+    return undo
