@@ -36,6 +36,12 @@ class UserServer(tornado.web.RequestHandler):
         self.write(user_name)
 
 
+class Slow(tornado.web.RequestHandler):
+    async def get(self):
+        await asyncio.sleep(0.4)
+        self.write("done")
+
+
 class Boom(tornado.web.RequestHandler):
     def get(self):
         raise RuntimeError("it broke")
@@ -77,6 +83,7 @@ def serve_and(requests):
             [
                 (PREFIX + r"/api/users/([^/]+)/server", UserServer),
                 (r"/boom", Boom),
+                (r"/slow", Slow),
                 (r"/unavailable", Unavailable),
                 (r"/ws", Echo),
             ]
@@ -375,3 +382,29 @@ def test_a_request_hook_given_in_code_gets_a_non_recording_span_for_an_untraced_
     assert "_otel_trace_context_key" not in handler.__dict__
     contrib._on_finish(tracer, None, mode, lambda: None, handler, (), {})
     assert traced.exporter.get_finished_spans() == ()
+
+
+def test_a_request_longer_than_the_secrets_ttl_keeps_them_from_its_end() -> None:
+    """A request that outlasts the known secrets' TTL (an event stream) hands its credentials in again at its end:
+    its trace's token is still known after the request, though the entry made at its start has expired."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = TornadoInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, meter_provider=MeterProvider())
+    known = KnownSecrets(ttl=0.2)
+    undo = ServerCorrections(known).install(contrib)
+    try:
+
+        async def drive(host):
+            response = await fetch(f"http://{host}/slow", headers={"Authorization": "token slow-secret-0123"})
+            assert response.code == 200
+
+        serve_and(drive)
+    finally:
+        for restore in undo:
+            restore()
+        instrumentor.uninstrument()
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+    assert span.end_time - span.start_time >= 400_000_000  # longer than the TTL
+    assert known.get(span.context.trace_id) == ("slow-secret-0123",)

@@ -70,6 +70,9 @@ class KnownSecrets:
     def __init__(self, capacity: int = 20_000, ttl: float = 120.0) -> None:
         self._capacity = capacity
         self._ttl = ttl
+        self.refresh_after = ttl / 4
+        """A request that lasted longer than this hands its secrets in again at its end (an event stream can outlast
+        the TTL counted from its start): kept until ``ttl`` after its end."""
         self._lock = threading.Lock()
         self._by_trace: OrderedDict[int, tuple[float, tuple[str, ...]]] = OrderedDict()
         self._shared: dict[tuple[str, ...], list[Any]] = {}  # each set of secrets: [the one kept, traces holding it]

@@ -19,7 +19,9 @@ hold whoever instrumented it):
   (``jupyterhub_request_duration_seconds``...) records every request once, where JupyterHub does.
 
 The credentials a request carries (credential-named query and form values, the ``Authorization`` credential,
-cookie values, token paths) are handed to :class:`~jh_otel.tracing.scrubbing.KnownSecrets` for its trace.
+cookie values, token paths) are handed to :class:`~jh_otel.tracing.scrubbing.KnownSecrets` for its trace when the
+request starts, and again when it ends if it lasted long (an event stream), so that they are kept for the TTL after
+its end.
 """
 
 from __future__ import annotations
@@ -370,6 +372,11 @@ class ServerCorrections:
                 user = user_attributes(handler)
                 if user:
                     span.set_attributes(user)
+                if handler.request.request_time() > self.known.refresh_after:
+                    # a long request (an event stream): its credentials kept counting from its end, not its start
+                    secrets = request_secrets(handler.request)
+                    if secrets:
+                        self.known.add(span.get_span_context().trace_id, secrets)
                 if status >= 500:
                     span.set_attribute("error.type", type(failure).__qualname__ if failure is not None else str(status))
                     description = f"{type(failure).__qualname__}: {failure}" if failure is not None else None
