@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -495,3 +496,67 @@ def test_statements_of_a_loop_stopped_before_its_step_ended_still_get_their_span
 
         asyncio.run(next_step())
     assert [span.name for span in exporter.get_finished_spans()] == ["SELECT", "SELECT"]
+
+
+class Starts(SpanProcessor):
+    """A processor that watches spans start: the names, in order."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+
+def test_with_a_processor_that_watches_spans_start_a_statements_span_starts_with_it() -> None:
+    """When a span processor does something at a span's start, a statement's span starts with the statement, inside
+    its loop step, as it always did: only spans that quiet processors (the SDK's batch and simple ones) see at their
+    end are made at the step's end."""
+    with traced_engine() as (engine, exporter, provider, _):
+        starts = Starts()
+        provider.add_span_processor(starts)
+
+        async def step() -> list[str]:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+                started = list(starts.started)
+            await asyncio.sleep(0)
+            return started
+
+        assert asyncio.run(step()) == ["SELECT"]
+    assert [span.name for span in exporter.get_finished_spans()] == ["SELECT"]
+
+
+def test_a_steps_spans_are_made_outside_its_first_statements_context() -> None:
+    """The step's spans are made in a context of their own, not in the request context of the statement that began
+    the batch (a sampler or processor reading the current context sees none of it); each span's parent is still its
+    own statement's."""
+    seen: list[tuple[str, int]] = []
+
+    class Looking(InMemorySpanExporter):
+        def export(self, spans: Any) -> Any:
+            seen.extend((span.name, trace.get_current_span().get_span_context().span_id) for span in spans)
+            return super().export(spans)
+
+    exporter = Looking()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = sqlalchemy.create_engine("sqlite://")
+    undo = trace_engine(engine, provider.get_tracer("test"))
+    try:
+
+        async def step() -> int:
+            with provider.get_tracer("test").start_as_current_span("request") as request:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0)
+            return request.get_span_context().span_id
+
+        request_id = asyncio.run(step())
+    finally:
+        undo()
+        engine.dispose()
+        provider.shutdown()
+    (statement,) = [span for span in exporter.get_finished_spans() if span.name == "SELECT"]
+    assert statement.parent is not None and statement.parent.span_id == request_id
+    assert ("SELECT", 0) in seen  # ended in an empty context: no current span

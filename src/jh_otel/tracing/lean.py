@@ -63,26 +63,32 @@ EXPECTS = (
 DISTRIBUTIONS = ("opentelemetry-sdk",)
 
 
-class SpanFactory:
-    """Called where ``Tracer.start_span`` calls ``_Span(...)``: a :class:`LeanSpan` when equivalent, else the SDK's."""
+class QuietProcessors:
+    """Whether every span processor behind an SDK multi-processor is quiet (only looks at a span's end); cached on
+    its processors tuple, which the SDK replaces on each add. Without that tuple (another SDK), nothing is quiet."""
 
-    def __init__(self, original: type) -> None:
-        self.original = original
-        self._quiet: tuple[Any, bool] = ((), False)  # the last processors tuple seen, and whether all are quiet
+    def __init__(self) -> None:
+        self._seen: tuple[Any, bool] = ((), False)  # the last processors tuple seen, and whether all are quiet
 
-    def quiet(self, multi: Any) -> bool:
-        # the SDK's multi-processor keeps its processors in a tuple it replaces on each add; without that tuple
-        # (another SDK), nothing is quiet and every span is the SDK's
+    def __call__(self, multi: Any) -> bool:
         processors = getattr(multi, "_span_processors", None)
-        seen, quiet = self._quiet
+        seen, quiet = self._seen
         if processors is not seen:
             quiet = (
                 type(multi) is sdk_trace.SynchronousMultiSpanProcessor
                 and isinstance(processors, tuple)
                 and all(type(p) in QUIET_PROCESSORS for p in processors)
             )
-            self._quiet = (processors, quiet)
+            self._seen = (processors, quiet)
         return quiet
+
+
+class SpanFactory:
+    """Called where ``Tracer.start_span`` calls ``_Span(...)``: a :class:`LeanSpan` when equivalent, else the SDK's."""
+
+    def __init__(self, original: type) -> None:
+        self.original = original
+        self.quiet = QuietProcessors()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         attributes = kwargs.get("attributes")

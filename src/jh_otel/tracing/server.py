@@ -372,11 +372,6 @@ class ServerCorrections:
                 user = user_attributes(handler)
                 if user:
                     span.set_attributes(user)
-                if handler.request.request_time() > self.known.refresh_after:
-                    # a long request (an event stream): its credentials kept counting from its end, not its start
-                    secrets = request_secrets(handler.request)
-                    if secrets:
-                        self.known.add(span.get_span_context().trace_id, secrets)
                 if status >= 500:
                     span.set_attribute("error.type", type(failure).__qualname__ if failure is not None else str(status))
                     description = f"{type(failure).__qualname__}: {failure}" if failure is not None else None
@@ -385,6 +380,14 @@ class ServerCorrections:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, description))
         except Exception:
             log.debug("jh_otel: could not annotate a request span", exc_info=True)
+        try:
+            if handler.request.request_time() > self.known.refresh_after and span.is_recording():
+                # a long request (an event stream): its credentials kept counting from its end, not its start
+                secrets = request_secrets(handler.request)
+                if secrets:
+                    self.known.add(span.get_span_context().trace_id, secrets)
+        except Exception:
+            log.debug("jh_otel: could not record a request's credentials", exc_info=True)
         span.end()
         if ctx.token is not None:
             otel_context.detach(ctx.token)

@@ -21,13 +21,17 @@ jh_otel attaches the contrib engine tracer directly to the hub's engine (``app.d
 - in an event loop (the hub's), the spans of the statements one loop step ran are made together when that step is
   over (:class:`SpanBatch`), each with its statement's own start and end time and in the context current when the
   statement started, through the SDK's own ``Tracer.start_span`` as any other span: the same spans, made in one
-  go rather than one at a time between the hub's own code. A failing statement's span is made at once; outside a
-  running loop each span is made at the statement's end; removing the tracing makes the spans still waiting.
+  go rather than one at a time between the hub's own code, in a context of their own (not the request's). Only
+  while every span processor is quiet (the SDK's batch and simple ones: they see a span at its end), since a
+  statement's span may now start after its request's span ended; with any other processor a statement's span
+  starts with the statement, as before. A failing statement's span is made at once; outside a running loop each
+  span is made at the statement's end; removing the tracing makes this thread's spans still waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import threading
@@ -43,6 +47,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from ..compat import Expect, unmet
 from ..scrub import scrub_sql
+from .lean import QuietProcessors
 
 log = logging.getLogger("jh_otel")
 _ENGINE = "opentelemetry.instrumentation.sqlalchemy.engine"
@@ -128,6 +133,7 @@ class HubEngineTracer(contrib.EngineTracer):
             self._from_url = found or self.vendor == "sqlite"  # a file: its name is the URL's database
             self._static = {**attributes, "db.system": self.vendor}
             self.batch = SpanBatch()
+            self._quiet = QuietProcessors()
         except Exception:
             # listeners without this state would fail every statement: none or all
             self.remove_all_event_listeners()
@@ -138,7 +144,17 @@ class HubEngineTracer(contrib.EngineTracer):
         cost (which also reads the database name from the connection and sets each attribute separately)."""
         if not isinstance(statement, str) or not is_instrumentation_enabled():
             return super()._before_cur_exec(conn, cursor, statement, params, context, many)
-        context._otel_span = PendingStatement(self, self.base_attributes(conn, cursor), statement)
+        try:
+            base = self.base_attributes(conn, cursor)
+        except Exception:  # the hub's statement goes on: at worst, with what the URL says
+            log.debug("jh_otel: could not read a SQL connection's attributes", exc_info=True)
+            base = self._static
+        if self._quiet(getattr(self.tracer, "span_processor", None)):
+            context._otel_span = PendingStatement(self, base, statement, self.batch)
+        elif self.min_duration_ns:
+            context._otel_span = PendingStatement(self, base, statement, None)
+        else:  # a span processor that watches spans start sees this one start with its statement, as it always did
+            context._otel_span = self.start(base, statement)
         return statement, params
 
     def base_attributes(self, conn: Any, cursor: Any) -> dict[str, Any]:
@@ -200,7 +216,8 @@ class SpanBatch:
             if batch is not None:  # a loop that stopped before the end of its step: not to be waited for
                 self._finish(batch[1])
             batch = self._local.batch = (loop, [])
-            loop.call_soon(self._step_over, batch)
+            # in a context of its own: not the first statement's request context, which a processor might read
+            loop.call_soon(self._step_over, batch, context=contextvars.Context())
         batch[1].append(statement)
         return True
 
@@ -232,10 +249,11 @@ class PendingStatement:
     fetching its rows) changes nothing, as an ended span ignores one: a fast statement has no span, a statement
     waiting for its step to end gets the span it ended with."""
 
-    __slots__ = ("_tracer", "_base", "_statement", "_parent", "_start", "_end", "_span")
+    __slots__ = ("_tracer", "_batch", "_base", "_statement", "_parent", "_start", "_end", "_span")
 
-    def __init__(self, tracer: HubEngineTracer, base: dict[str, Any], statement: str) -> None:
+    def __init__(self, tracer: HubEngineTracer, base: dict[str, Any], statement: str, batch: SpanBatch | None) -> None:
         self._tracer = tracer
+        self._batch = batch
         self._base: dict[str, Any] | None = base
         self._statement = statement
         self._parent: Any = otel_context.get_current()
@@ -258,11 +276,12 @@ class PendingStatement:
             return  # ended already: a second end (the error handler's, after the statement's) does nothing
         end_time = self._end = time_ns() if end_time is None else end_time
         if self._span is None:
-            if end_time - self._start < self._tracer.min_duration_ns:
+            minimum = self._tracer.min_duration_ns
+            if minimum and end_time - self._start < minimum:
                 self._span = INVALID_SPAN  # fast: no span, now or later
                 self._base = self._parent = None
                 return
-            if self._tracer.batch.add(self):
+            if self._batch is not None and self._batch.add(self):
                 return
         self._made().end(end_time)
 
